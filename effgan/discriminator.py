@@ -15,7 +15,9 @@ from keras import layers
 from effgan.layers import instance_norm
 
 
-def build_discriminator(image_size: int = 256, filters: int = 64, name: str = "patchgan") -> keras.Model:
+def build_discriminator(
+    image_size: int = 256, filters: int = 64, name: str = "patchgan"
+) -> keras.Model:
     """PatchGAN returning a map of real/fake logits (no sigmoid)."""
     if image_size < 16:
         raise ValueError(f"the PatchGAN needs images of at least 16 px (got {image_size})")

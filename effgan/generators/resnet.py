@@ -18,7 +18,9 @@ def _conv_in_relu(x, filters: int, kernel: int, strides: int, name: str, pad: in
     if pad:
         x = ReflectionPad2D(pad, name=f"{name}_pad")(x)
     padding = "valid" if pad else "same"
-    x = layers.Conv2D(filters, kernel, strides, padding=padding, use_bias=False, name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters, kernel, strides, padding=padding, use_bias=False, name=f"{name}_conv"
+    )(x)
     x = instance_norm(f"{name}_in")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
