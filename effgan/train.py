@@ -291,7 +291,7 @@ class CycleGAN:
         out_dir: Path | str | None = None,
         resume: bool = False,
         callbacks: Iterable[Callable[[EpochResult], None]] = (),
-        progress: Callable[[int, int, dict[str, float], float], None] | None = None,
+        progress: Callable[[int, int, int, dict[str, float], float], None] | None = None,
     ) -> list[EpochResult]:
         """Train to `config.epochs`, checkpointing under `out_dir/checkpoints`.
 
@@ -344,7 +344,9 @@ class CycleGAN:
                 images += int(real_a.shape[0])
             sums += values
             if progress:
-                progress(step, steps_total, dict(zip(LOSS_NAMES, sums / step, strict=True)), dt)
+                progress(
+                    epoch, step, steps_total, dict(zip(LOSS_NAMES, sums / step, strict=True)), dt
+                )
         n_steps = len(step_times) + (compile_time is not None)
         if n_steps == 0:
             raise RuntimeError(

@@ -1,0 +1,3 @@
+from effgan.cli import main
+
+raise SystemExit(main())
