@@ -35,3 +35,16 @@ def lint(session: nox.Session) -> None:
     """ruff check and format check."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """The perf suite (pytest-benchmark, JSON saved for --benchmark-compare), then the
+    machine-level measurements (peak FLOP/s, step times at 64/128/256 px, pipeline, harness
+    overhead) logged to MLflow for REPORT.md."""
+    _install(session, "test")
+    session.run(
+        "pytest", "tests/perf", "-o", "addopts=", "--benchmark-only", "--benchmark-autosave",
+        "--benchmark-json=.benchmarks/latest.json", *session.posargs, env=ENV,
+    )  # fmt: skip
+    session.run("python", "-m", "bench.perf", env=ENV)

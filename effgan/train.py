@@ -383,3 +383,13 @@ def read_epoch_results(out_dir: Path | str) -> list[EpochResult]:
     """Epoch results a (possibly interrupted) run wrote, in epoch order."""
     files = sorted((Path(out_dir) / "epochs").glob("epoch-*.json"))
     return [EpochResult.from_dict(json.loads(f.read_text())) for f in files]
+
+
+def train_step_flops(gen_forward_flops: int, disc_forward_flops: int, batch_size: int = 1) -> int:
+    """FLOPs of one CycleGAN training step, by convention 3 x the forward passes it makes.
+
+    A step runs 6 generator passes per image (2 translations, 2 cycles, 2 identities) and
+    4 discriminator passes (real and fake, both domains); the backward pass costs about
+    twice the forward, hence the factor 3. Used for achieved FLOP/s and utilisation.
+    """
+    return 3 * (6 * gen_forward_flops + 4 * disc_forward_flops) * batch_size

@@ -22,6 +22,7 @@ import functools
 import math
 import os
 import tempfile
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -434,7 +435,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zlib.error, KeyError):
+    except (OSError, ValueError, EOFError, KeyError, zlib.error, zipfile.BadZipFile):
         return None
 
 
@@ -494,6 +495,11 @@ def write_cans_folder(out: Path, count: int, size: int, seed: int) -> Path:
         (out / folder).mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
             Image.fromarray(image).save(out / folder / f"{i:05d}.png")
+        # A rerun with a smaller count must not leave the old run's extra images behind;
+        # only our own NNNNN.png names are touched.
+        for stale in (out / folder).glob("[0-9][0-9][0-9][0-9][0-9].png"):
+            if int(stale.stem) >= len(images):
+                stale.unlink()
     return out
 
 

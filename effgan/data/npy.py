@@ -8,6 +8,7 @@ allow_pickle=False: a .npy from elsewhere must not be able to run code.
 from __future__ import annotations
 
 import warnings
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def _read(path: Path) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except ValueError as exc:  # object arrays need pickle; also malformed headers
         raise DataError(f"{path}: not a plain numeric .npy array ({exc})") from exc
-    except (OSError, EOFError, zlib.error) as exc:
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: unreadable .npy file ({exc})") from exc
     if not isinstance(array, np.ndarray):  # an .npz archive
         raise DataError(f"{path}: expected a .npy array, got an archive")

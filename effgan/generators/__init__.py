@@ -1,3 +1,3 @@
 """Every built-in generator family; importing this package registers them all."""
 
-from effgan.generators import efficientnet, resnet  # noqa: F401
+from effgan.generators import effgan, efficientnet, resnet  # noqa: F401

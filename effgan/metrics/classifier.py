@@ -33,10 +33,10 @@ CLASSIFIER_VERSION = 1
 TRAIN_SEED = 10_000  # render_pairs seeds 10_000+ are reserved for the classifier
 VAL_SEED = 10_001
 RESIZED_SEED = 10_002  # scenes rendered at twice the size, then resized like inputs will be
-N_TRAIN_SCENES = 192
+N_TRAIN_SCENES = 256
 N_RESIZED_SCENES = 64
 N_VAL_SCENES = 100
-EPOCHS = 8
+EPOCHS = 15
 BATCH_SIZE = 32
 LEARNING_RATE = 2e-3
 ACCURACY_BAR = 0.99
@@ -86,7 +86,7 @@ def _render_fingerprint(size: int) -> str:
 
 
 def build_model(size: int = CLASSIFIER_SIZE) -> Any:
-    """A four-conv CNN with one logit (B vs A): a few thousand weights, trains in seconds."""
+    """A four-conv CNN with one logit (B vs A): ~60k weights, trains in seconds on a CPU."""
     import keras
     from keras import layers
 
