@@ -38,6 +38,18 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def report(session: nox.Session) -> None:
+    """REPORT.md and report/ regenerated from the MLflow store (no training).
+
+    Default `--spec quick`; pass others after `--`, e.g. `nox -s report -- --spec thesis`.
+    """
+    _install(session)
+    session.run(
+        "python", "-m", "bench", "report", *(session.posargs or ["--spec", "quick"]), env=ENV
+    )
+
+
+@nox.session
 def perf(session: nox.Session) -> None:
     """The perf suite (pytest-benchmark, JSON saved for --benchmark-compare), then the
     machine-level measurements (peak FLOP/s, step times at 64/128/256 px, pipeline, harness

@@ -554,7 +554,10 @@ def _utc(ms: int | None) -> str:
 
 def _header(data: BenchData) -> list[str]:
     runs = data.runs
-    p = lambda key: _distinct(r.params.get(key) for r in runs)  # noqa: E731
+
+    def p(key: str) -> str:
+        return _distinct(r.params.get(key) for r in runs)
+
     order = {FINISHED: 0, FAILED: 1}
     statuses = sorted({r.status for r in runs}, key=lambda st: (order.get(st, 2), st))
     counts = {st: sum(r.status == st for r in runs) for st in statuses}

@@ -63,8 +63,7 @@ def scaled_config(phi: int) -> tuple[dict[str, int], list[dict[str, int]]]:
     """The widths and block rows of EffGAN-B`phi`."""
     widths = {k: round_filters(v, BETA**phi) for k, v in BASE_WIDTHS.items()}
     rows = [
-        {**row, "repeats": round_repeats(row["repeats"], ALPHA**phi)}
-        for row in DEFAULT_BLOCKS_ARGS
+        {**row, "repeats": round_repeats(row["repeats"], ALPHA**phi)} for row in DEFAULT_BLOCKS_ARGS
     ]
     return widths, rows
 
@@ -125,7 +124,9 @@ def _conv_in_relu(x, filters: int, kernel: int, strides: int, name: str, pad: in
     if pad:
         x = ReflectionPad2D(pad, name=f"{name}_pad")(x)
     padding = "valid" if pad else "same"
-    x = layers.Conv2D(filters, kernel, strides, padding=padding, use_bias=False, name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters, kernel, strides, padding=padding, use_bias=False, name=f"{name}_conv"
+    )(x)
     x = instance_norm(f"{name}_in")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 

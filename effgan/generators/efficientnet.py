@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import h5py
 import keras
 import numpy as np
 from keras import layers
@@ -74,25 +75,37 @@ _B3_WEIGHTS_HINT = (
 
 
 def _check_weights_path(weights: str | os.PathLike | None) -> None:
-    """Fail before any model is built: a missing file should not cost a B3 build."""
-    if weights is not None and not os.path.isfile(weights):
+    """Fail before any model is built: a missing or non-HDF5 file should not cost a B3 build."""
+    if weights is None:
+        return
+    if not os.path.isfile(weights):
         raise FileNotFoundError(
             f"EfficientNetB3 weights file not found: {os.fspath(weights)!r} (use weights=None "
             "for random initialisation; nothing is downloaded)"
         )
+    if not h5py.is_hdf5(weights):
+        raise ValueError(
+            f"cannot read {os.fspath(weights)!r}: not an HDF5 file; {_B3_WEIGHTS_HINT}"
+        )
+
+
+def b3_normalization(model: keras.Model) -> keras.layers.Normalization:
+    """B3's input Normalization layer (keras.applications leaves it unnamed: normalization_N)."""
+    return next(layer for layer in model.layers if isinstance(layer, layers.Normalization))
 
 
 def load_b3_weights(model: keras.Model, weights: str | os.PathLike) -> None:
     """Load a local B3 no-top weights file into `model`, with errors that say what is wanted."""
     _check_weights_path(weights)
+    path = os.fspath(weights)
     try:
         with warnings.catch_warnings():
             # Keras 3.15 warns once per container while loading its own B3 .weights.h5.
             warnings.filterwarnings("ignore", message="Skipping nested container")
-            model.load_weights(os.fspath(weights))
+            model.load_weights(path)
     except (ValueError, OSError, KeyError, TypeError) as err:
-        raise ValueError(f"cannot load {os.fspath(weights)!r}: {_B3_WEIGHTS_HINT}. ({err})") from err
-    norm = model.get_layer("normalization")
+        raise ValueError(f"cannot load {path!r}: {_B3_WEIGHTS_HINT}. ({err})") from err
+    norm = b3_normalization(model)
     mean, variance, count = norm.get_weights()
     if np.allclose(variance, IMAGENET_STDDEV_RGB, atol=1e-4):
         norm.set_weights([mean, np.square(variance), count])

@@ -1,0 +1,168 @@
+"""Every trial is an MLflow run: the small Optuna -> MLflow bridge.
+
+Why our own and not optuna-integration's MLflowCallback: that one is deprecated, and it opens
+its run after the trial, whereas a trial's run here must exist before training so the harness
+logs the per-epoch metrics into it. So a worker opens the run when the trial starts
+(`start_run`), the harness trains into it, and `TrialRunCallback` (an Optuna study callback)
+closes it with the trial's state and objective values. A trial whose worker was killed is
+closed by `mark_stale` from whichever worker notices the lost heartbeat.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+RUN_ID_ATTR = "mlflow_run_id"
+STATE_TAG = "effgan.trial_state"
+# MLflow run status for each final trial state.
+RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
+
+
+def default_tracking_uri() -> str:
+    """The harness's default store (sqlite under mlruns/), so studies and benchmarks share it."""
+    try:
+        from bench import tracker
+    except ImportError:
+        tracker = None
+    uri = getattr(tracker, "DEFAULT_TRACKING_URI", None) or getattr(
+        tracker, "default_tracking_uri", None
+    )
+    if callable(uri):
+        uri = uri()
+    if uri:
+        return str(uri)
+    from studies.spec import STUDIES_DIR
+
+    return f"sqlite:///{STUDIES_DIR.parent / 'mlruns' / 'mlflow.db'}"
+
+
+def ensure_store(tracking_uri: str) -> None:
+    """Create the MLflow store once, in the parent (concurrent creation races on SQLite)."""
+    try:
+        from bench import tracker
+    except ImportError:
+        tracker = None
+    ensure = getattr(tracker, "ensure_store", None)
+    if ensure is not None:
+        ensure(tracking_uri)
+    else:
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
+
+
+def ensure_experiment(tracking_uri: str, name: str, tags: dict[str, str] | None = None) -> str:
+    """The experiment's id, creating it (with tags) if needed."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, tags=tags or {})
+    except Exception:  # another machine created it in the meantime
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _param_value(value: Any) -> str:
+    return str(value)[:6000]
+
+
+class TrialRuns:
+    """Opens and closes the MLflow run of each trial of one study."""
+
+    def __init__(self, tracking_uri: str, study_name: str, experiment: str, metrics: Sequence[str]):
+        self.tracking_uri = tracking_uri
+        self.study_name = study_name
+        self.experiment = experiment
+        self.metrics = list(metrics)
+        self.client = MlflowClient(tracking_uri)
+        self._experiment_id: str | None = None
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = ensure_experiment(self.tracking_uri, self.experiment)
+        return self._experiment_id
+
+    def tags(self, trial: optuna.trial.Trial | FrozenTrial) -> dict[str, str]:
+        """What ties a run to its trial (the MLflow UI filters on these)."""
+        tags = {
+            "effgan.study": self.study_name,
+            "effgan.trial": str(trial.number),
+            "effgan.objectives": ",".join(self.metrics),
+        }
+        retry_of = trial.system_attrs.get("failed_trial")
+        if retry_of is not None:
+            tags["effgan.retry_of"] = str(retry_of)
+        return tags
+
+    def start_run(self, trial: optuna.trial.Trial, params: dict[str, Any]) -> str:
+        """Open the trial's run before training, with the trial's params; returns its id."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{self.study_name}/trial-{trial.number:04d}",
+            tags={**self.tags(trial), STATE_TAG: "RUNNING"},
+        )
+        run_id = run.info.run_id
+        self.client.log_batch(
+            run_id, params=[Param(f"trial.{k}", _param_value(v)) for k, v in params.items()]
+        )
+        return run_id
+
+    def finish(self, trial: FrozenTrial, reason: str | None = None) -> None:
+        """Write the trial's final state and objective values; end the run if still open."""
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id is None:  # it failed before its run was opened: open one so it is seen
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"{self.study_name}/trial-{trial.number:04d}",
+                tags=self.tags(trial),
+            )
+            run_id = run.info.run_id
+            params = [Param(f"trial.{k}", _param_value(v)) for k, v in trial.params.items()]
+            self.client.log_batch(run_id, params=params)
+        tags = [RunTag(STATE_TAG, trial.state.name)]
+        if reason or trial.user_attrs.get("fail_reason"):
+            text = reason or trial.user_attrs["fail_reason"]
+            tags.append(RunTag("effgan.fail_reason", str(text)[:5000]))
+        metrics = []
+        if trial.values is not None:
+            step = max(trial.intermediate_values, default=0)
+            for metric, value in zip(self.metrics, trial.values, strict=True):
+                if value is not None and math.isfinite(value):
+                    metrics.append(Metric(f"objective.{metric}", float(value), 0, step))
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        run = self.client.get_run(run_id)
+        if run.info.status in ("RUNNING", "SCHEDULED") or trial.state != TrialState.COMPLETE:
+            self.client.set_terminated(run_id, RUN_STATUS.get(trial.state, "FAILED"))
+
+    def mark_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Heartbeat lost: the worker died mid-trial; close its run as FAILED."""
+        self.finish(
+            trial, reason="the worker stopped sending heartbeats (killed?); the trial is retried"
+        )
+
+
+class TrialRunCallback:
+    """Optuna study callback: close each finished trial's MLflow run."""
+
+    def __init__(self, runs: TrialRuns):
+        self.runs = runs
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        try:
+            self.runs.finish(trial)
+        except Exception as e:  # the trial is already stored; never lose the worker over this
+            optuna.logging.get_logger("studies").warning(
+                f"trial {trial.number}: could not update its MLflow run: {e}"
+            )
