@@ -179,7 +179,9 @@ def load_spec(name_or_path: str | Path) -> Spec:
     except tomllib.TOMLDecodeError as err:  # its message carries the line and column
         raise SpecError(f"{path}: malformed TOML: {err}") from None
     where = path.name
-    _check_keys(raw, {"name", "description", "data", "train", "axes", "variants"}, where, "top level")
+    _check_keys(
+        raw, {"name", "description", "data", "train", "axes", "variants"}, where, "top level"
+    )
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
         raise SpecError(
@@ -192,7 +194,9 @@ def load_spec(name_or_path: str | Path) -> Spec:
         data["source"] = str(_existing_path(data["source"], path.parent, f"{where} [data] source"))
     if train["inception_weights"] is not None:
         train["inception_weights"] = str(
-            _existing_path(train["inception_weights"], path.parent, f"{where} [train] inception_weights")
+            _existing_path(
+                train["inception_weights"], path.parent, f"{where} [train] inception_weights"
+            )
         )
     variants = raw.get("variants")
     if not isinstance(variants, list) or not variants:
@@ -425,7 +429,9 @@ def run_key(config: TrainConfig, data: DataSpec) -> str:
     cfg["generator_options"] = opts
     for k in ("learning_rate", "beta_1", "cycle_weight", "identity_weight"):
         cfg[k] = float(cfg[k])
-    text = json.dumps({"config": cfg, "data": data.key_dict()}, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(
+        {"config": cfg, "data": data.key_dict()}, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -96,7 +96,10 @@ def open_store(uri: str, timeout_s: float = 5.0):
                 f"MLflow tracking server {uri} cannot be reached ({err}); start it, or pass "
                 "--tracking-uri sqlite:///path/mlflow.db"
             ) from None
-    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s))}
+    env = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s)),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -170,7 +173,9 @@ def create_run(client, experiment_id: str, run, uri: str, extra_tags: dict | Non
         return created.info.run_id
 
 
-def record_outcome(client, run_id: str, uri: str, status: str, kind: str = "", failure: str = "") -> None:
+def record_outcome(
+    client, run_id: str, uri: str, status: str, kind: str = "", failure: str = ""
+) -> None:
     """Mark a run FINISHED/FAILED/KILLED with its reason (tags and the run's own status)."""
     tags = {"effgan.status": status}
     if status != "FINISHED":
@@ -193,7 +198,11 @@ class RunLogger:
         if read:
             with store_errors(uri, f"reading run {run_id}"):
                 data = client.get_run(run_id).data
-                self.params, self.metrics, self.tags = dict(data.params), set(data.metrics), dict(data.tags)
+                self.params, self.metrics, self.tags = (
+                    dict(data.params),
+                    set(data.metrics),
+                    dict(data.tags),
+                )
                 if "cycle_loss_total" in self.metrics:  # logged in the same batch as every epoch
                     history = client.get_metric_history(run_id, "cycle_loss_total")
                     self.logged_epochs = {m.step for m in history}
@@ -234,6 +243,11 @@ class RunLogger:
     def set_running(self) -> None:
         with store_errors(self.uri, f"marking run {self.run_id} RUNNING"):
             self.client.update_run(self.run_id, status="RUNNING")
+
+    def log_artifacts(self, folder: Path) -> None:
+        """Mirror a staged folder into the run's artifacts."""
+        with store_errors(self.uri, f"storing artifacts of run {self.run_id}"):
+            self.client.log_artifacts(self.run_id, str(folder))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         with store_errors(self.uri, f"storing artifact {Path(path).name} of run {self.run_id}"):

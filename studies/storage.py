@@ -168,10 +168,13 @@ def describe_error(err: BaseException, url: str) -> str:
 
 def is_storage_error(err: BaseException) -> bool:
     """An error from the storage layer (the database), not from training."""
-    try:
-        import sqlalchemy.exc as sa_exc
-    except ImportError:  # pragma: no cover - sqlalchemy comes with optuna
-        return isinstance(err, StorageError)
-    return isinstance(
-        err, StorageError | sa_exc.OperationalError | sa_exc.InterfaceError | sqlite3.Error
-    ) or isinstance(err, optuna.exceptions.StorageInternalError)
+    import sqlalchemy.exc as sa_exc
+
+    storage_errors = (
+        StorageError,
+        sa_exc.OperationalError,
+        sa_exc.InterfaceError,
+        sqlite3.Error,
+        optuna.exceptions.StorageInternalError,
+    )
+    return isinstance(err, storage_errors)

@@ -19,6 +19,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from bench import tracker
+
 RUN_ID_ATTR = "mlflow_run_id"
 STATE_TAG = "effgan.trial_state"
 # MLflow run status for each final trial state.
@@ -26,51 +28,32 @@ RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
 
 
 def default_tracking_uri() -> str:
-    """The harness's default store (sqlite under mlruns/), so studies and benchmarks share it."""
-    try:
-        from bench import tracker
-    except ImportError:
-        tracker = None
-    uri = getattr(tracker, "DEFAULT_TRACKING_URI", None) or getattr(
-        tracker, "default_tracking_uri", None
-    )
-    if callable(uri):
-        uri = uri()
-    if uri:
-        return str(uri)
-    from studies.spec import STUDIES_DIR
-
-    return f"sqlite:///{STUDIES_DIR.parent / 'mlruns' / 'mlflow.db'}"
+    """The harness's default store ($MLFLOW_TRACKING_URI, else sqlite under mlruns/)."""
+    return tracker.default_tracking_uri()
 
 
-def ensure_store(tracking_uri: str) -> None:
-    """Create the MLflow store once, in the parent (concurrent creation races on SQLite)."""
-    try:
-        from bench import tracker
-    except ImportError:
-        tracker = None
-    ensure = getattr(tracker, "ensure_store", None)
-    if ensure is not None:
-        ensure(tracking_uri)
-    else:
-        MlflowClient(tracking_uri).search_experiments(max_results=1)
+def ensure_store(tracking_uri: str) -> MlflowClient:
+    """Create (migrate) the MLflow store once, in the parent: concurrent creation races."""
+    return tracker.open_store(tracking_uri)
 
 
-def ensure_experiment(tracking_uri: str, name: str, tags: dict[str, str] | None = None) -> str:
-    """The experiment's id, creating it (with tags) if needed."""
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """The experiment's id, creating it (artifacts beside a SQLite store) if needed."""
     client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
     try:
-        return client.create_experiment(name, tags=tags or {})
-    except Exception:  # another machine created it in the meantime
+        return tracker.ensure_experiment(client, name, tracking_uri)
+    except tracker.StoreError:  # another machine may have created it in the meantime
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def system_attrs(trial: optuna.trial.Trial | FrozenTrial) -> dict[str, Any]:
+    """A trial's system attrs (a live Trial no longer exposes them in Optuna 5)."""
+    if isinstance(trial, FrozenTrial):
+        return trial.system_attrs
+    return trial.storage.get_trial_system_attrs(trial._trial_id)
 
 
 def _param_value(value: Any) -> str:
@@ -94,6 +77,9 @@ class TrialRuns:
             self._experiment_id = ensure_experiment(self.tracking_uri, self.experiment)
         return self._experiment_id
 
+    def run_name(self, trial: optuna.trial.Trial | FrozenTrial) -> str:
+        return f"{self.study_name}/trial-{trial.number:04d}"
+
     def tags(self, trial: optuna.trial.Trial | FrozenTrial) -> dict[str, str]:
         """What ties a run to its trial (the MLflow UI filters on these)."""
         tags = {
@@ -101,32 +87,33 @@ class TrialRuns:
             "effgan.trial": str(trial.number),
             "effgan.objectives": ",".join(self.metrics),
         }
-        retry_of = trial.system_attrs.get("failed_trial")
+        retry_of = system_attrs(trial).get("failed_trial")
         if retry_of is not None:
             tags["effgan.retry_of"] = str(retry_of)
         return tags
 
-    def start_run(self, trial: optuna.trial.Trial, params: dict[str, Any]) -> str:
-        """Open the trial's run before training, with the trial's params; returns its id."""
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"{self.study_name}/trial-{trial.number:04d}",
-            tags={**self.tags(trial), STATE_TAG: "RUNNING"},
+    def start_run(self, trial: optuna.trial.Trial, params: dict[str, Any], run: Any) -> str:
+        """Open the trial's run before training (harness tags + trial tags and params)."""
+        tags = {**self.tags(trial), STATE_TAG: "RUNNING"}
+        run_id = tracker.create_run(
+            self.client, self.experiment_id, run, self.tracking_uri, extra_tags=tags
         )
-        run_id = run.info.run_id
+        self.client.set_tag(run_id, "mlflow.runName", self.run_name(trial))
         self.client.log_batch(
             run_id, params=[Param(f"trial.{k}", _param_value(v)) for k, v in params.items()]
         )
         return run_id
+
+    def logged_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of every metric the run logged."""
+        return dict(self.client.get_run(run_id).data.metrics)
 
     def finish(self, trial: FrozenTrial, reason: str | None = None) -> None:
         """Write the trial's final state and objective values; end the run if still open."""
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id is None:  # it failed before its run was opened: open one so it is seen
             run = self.client.create_run(
-                self.experiment_id,
-                run_name=f"{self.study_name}/trial-{trial.number:04d}",
-                tags=self.tags(trial),
+                self.experiment_id, run_name=self.run_name(trial), tags=self.tags(trial)
             )
             run_id = run.info.run_id
             params = [Param(f"trial.{k}", _param_value(v)) for k, v in trial.params.items()]

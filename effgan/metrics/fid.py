@@ -215,6 +215,7 @@ def _write_cached(path: Path, features: np.ndarray) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, features=features, mu=mu, sigma=sigma)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users
         os.replace(tmp, path)
     except OSError:
         pass

@@ -1,0 +1,1 @@
+"""Optuna studies over generator designs (see studies/README.md). Never imported by effgan/."""
