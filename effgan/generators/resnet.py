@@ -10,19 +10,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from effgan.layers import ReflectionPad2D, check_upsampling, instance_norm, upsample
+from effgan.layers import (
+    ReflectionPad2D,
+    check_upsampling,
+    downsampler,
+    instance_norm,
+    upsampler,
+)
 from effgan.registry import register_generator
-
-
-def _conv_in_relu(x, filters: int, kernel: int, strides: int, name: str, pad: int = 0):
-    if pad:
-        x = ReflectionPad2D(pad, name=f"{name}_pad")(x)
-    padding = "valid" if pad else "same"
-    x = layers.Conv2D(
-        filters, kernel, strides, padding=padding, use_bias=False, name=f"{name}_conv"
-    )(x)
-    x = instance_norm(f"{name}_in")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 def residual_block(x, name: str, separable: bool = False):
@@ -60,18 +55,11 @@ def _resnet(
         raise ValueError(f"n_blocks must be at least 1 (got {n_blocks})")
     check_upsampling(upsampling, interpolation)
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = _conv_in_relu(inputs, filters, 7, 1, "stem", pad=3)
-    x = _conv_in_relu(x, filters, 3, 2, "down1")
-    x = _conv_in_relu(x, filters * 2, 3, 2, "down2")
+    x = downsampler(inputs, filters, filters, filters * 2)
     for b in range(n_blocks):
         x = residual_block(x, f"res{b + 1}", separable=separable)
-    for i, out in enumerate((filters, 3), start=1):
-        x = upsample(x, out, mode=upsampling, interpolation=interpolation, name=f"up{i}")
-        x = instance_norm(f"up{i}_in")(x)
-        x = layers.Activation("relu", name=f"up{i}_relu")(x)
-    x = ReflectionPad2D(3, name="head_pad")(x)
-    x = layers.Conv2D(3, 7, name="head_conv")(x)
-    outputs = layers.Activation("tanh", name="head_tanh", dtype="float32")(x)
+    # The thesis's second upsampler ends in 3 channels (+ IN + ReLU) before the 7x7 head.
+    outputs = upsampler(x, filters, 3, upsampling, interpolation)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -45,9 +45,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def evaluate_all(translate_ab: Translate, translate_ba: Translate, data: CycleData,
-                 fid: bool = True, inception_weights: str | Path | None = None,
-                 batch_size: int = 8, model_size: int | None = None) -> dict[str, float | str]:
+def evaluate_all(
+    translate_ab: Translate,
+    translate_ba: Translate,
+    data: CycleData,
+    fid: bool = True,
+    inception_weights: str | Path | None = None,
+    batch_size: int = 8,
+    model_size: int | None = None,
+) -> dict[str, float | str]:
     """Every metric of one generator pair on the test split, as one flat dict ready to log.
 
     Translates the test images once, then: `translation_metrics` keys; for data with ground
@@ -65,7 +71,14 @@ def evaluate_all(translate_ab: Translate, translate_ba: Translate, data: CycleDa
     if data.has_ground_truth:
         out.update(success_rate(fake_b, fake_a))
     if fid:
-        out.update(compute_fid_kid(fake_b, data.test_b, fake_a, data.test_a,
-                                   cache_key=f"{data.name}_test",
-                                   inception_weights=inception_weights))
+        out.update(
+            compute_fid_kid(
+                fake_b,
+                data.test_b,
+                fake_a,
+                data.test_a,
+                cache_key=f"{data.name}_test",
+                inception_weights=inception_weights,
+            )
+        )
     return out

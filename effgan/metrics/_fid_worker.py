@@ -32,19 +32,60 @@ DEFAULT_WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 # TF graph port: the TF graph lists its towers in the same order, so the i-th conv of one is
 # the i-th conv of the other. Shapes are checked on top.
 _STEM = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"]
-_BLOCK_A = ["branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3dbl_1", "branch3x3dbl_2",
-            "branch3x3dbl_3", "branch_pool"]
+_BLOCK_A = [
+    "branch1x1",
+    "branch5x5_1",
+    "branch5x5_2",
+    "branch3x3dbl_1",
+    "branch3x3dbl_2",
+    "branch3x3dbl_3",
+    "branch_pool",
+]
 _BLOCK_B = ["branch3x3", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"]
-_BLOCK_C = ["branch1x1", "branch7x7_1", "branch7x7_2", "branch7x7_3", "branch7x7dbl_1",
-            "branch7x7dbl_2", "branch7x7dbl_3", "branch7x7dbl_4", "branch7x7dbl_5", "branch_pool"]
-_BLOCK_D = ["branch3x3_1", "branch3x3_2", "branch7x7x3_1", "branch7x7x3_2", "branch7x7x3_3",
-            "branch7x7x3_4"]
-_BLOCK_E = ["branch1x1", "branch3x3_1", "branch3x3_2a", "branch3x3_2b", "branch3x3dbl_1",
-            "branch3x3dbl_2", "branch3x3dbl_3a", "branch3x3dbl_3b", "branch_pool"]
-_BLOCKS = [("Mixed_5b", _BLOCK_A), ("Mixed_5c", _BLOCK_A), ("Mixed_5d", _BLOCK_A),
-           ("Mixed_6a", _BLOCK_B), ("Mixed_6b", _BLOCK_C), ("Mixed_6c", _BLOCK_C),
-           ("Mixed_6d", _BLOCK_C), ("Mixed_6e", _BLOCK_C), ("Mixed_7a", _BLOCK_D),
-           ("Mixed_7b", _BLOCK_E), ("Mixed_7c", _BLOCK_E)]
+_BLOCK_C = [
+    "branch1x1",
+    "branch7x7_1",
+    "branch7x7_2",
+    "branch7x7_3",
+    "branch7x7dbl_1",
+    "branch7x7dbl_2",
+    "branch7x7dbl_3",
+    "branch7x7dbl_4",
+    "branch7x7dbl_5",
+    "branch_pool",
+]
+_BLOCK_D = [
+    "branch3x3_1",
+    "branch3x3_2",
+    "branch7x7x3_1",
+    "branch7x7x3_2",
+    "branch7x7x3_3",
+    "branch7x7x3_4",
+]
+_BLOCK_E = [
+    "branch1x1",
+    "branch3x3_1",
+    "branch3x3_2a",
+    "branch3x3_2b",
+    "branch3x3dbl_1",
+    "branch3x3dbl_2",
+    "branch3x3dbl_3a",
+    "branch3x3dbl_3b",
+    "branch_pool",
+]
+_BLOCKS = [
+    ("Mixed_5b", _BLOCK_A),
+    ("Mixed_5c", _BLOCK_A),
+    ("Mixed_5d", _BLOCK_A),
+    ("Mixed_6a", _BLOCK_B),
+    ("Mixed_6b", _BLOCK_C),
+    ("Mixed_6c", _BLOCK_C),
+    ("Mixed_6d", _BLOCK_C),
+    ("Mixed_6e", _BLOCK_C),
+    ("Mixed_7a", _BLOCK_D),
+    ("Mixed_7b", _BLOCK_E),
+    ("Mixed_7c", _BLOCK_E),
+]
 PYTORCH_FID_CONVS = _STEM + [f"{block}.{branch}" for block, names in _BLOCKS for branch in names]
 BN_EPS = 1e-3  # the TF graph's and pytorch-fid's BatchNorm epsilon
 
@@ -98,8 +139,9 @@ def map_pytorch_fid_state_dict(state: dict, target_keys: list[str]) -> dict:
             if bool((gamma <= 0).any()):
                 raise WeightsError(f"{src}: non-positive BatchNorm gamma cannot be folded")
             var = (var + BN_EPS) / gamma.double().pow(2).to(var.dtype) - BN_EPS
-        out.update({f"{dst}.weight": weight, f"{dst}.beta": beta, f"{dst}.mean": mean,
-                    f"{dst}.var": var})
+        out.update(
+            {f"{dst}.weight": weight, f"{dst}.beta": beta, f"{dst}.mean": mean, f"{dst}.var": var}
+        )
     return {k: torch.as_tensor(v) for k, v in out.items()}
 
 
@@ -140,8 +182,10 @@ def load_model(weights: Path | None):
         raise WeightsError(f"{weights}: {len(missing)} tensors missing, e.g. {missing[0]}")
     for key, value in target.items():
         if tuple(state[key].shape) != tuple(value.shape):
-            raise WeightsError(f"{weights}: {key} has shape {tuple(state[key].shape)}, "
-                               f"expected {tuple(value.shape)}")
+            raise WeightsError(
+                f"{weights}: {key} has shape {tuple(state[key].shape)}, "
+                f"expected {tuple(value.shape)}"
+            )
     model.load_state_dict({k: state[k].to(target[k].dtype) for k in target})
     return model
 
@@ -161,18 +205,28 @@ def extract(arrays: dict, weights: Path | None, batch_size: int) -> dict:
 
     torch.set_num_threads(_cores())
     model = load_model(weights)  # checks the bundled file's sha1 first
-    helper = FidHelper(model_path=str(default_weights_path()), model_input_range=INPUT_RANGE_TF,
-                       resize_hw=(299, 299), resample_mode="nv_bilinear_float", device="cpu")
+    helper = FidHelper(
+        model_path=str(default_weights_path()),
+        model_input_range=INPUT_RANGE_TF,
+        resize_hw=(299, 299),
+        resample_mode="nv_bilinear_float",
+        device="cpu",
+    )
     helper.model = model  # FidHelper.load_model cannot take a module (it calls .startswith)
     out = {}
     for name, images in arrays.items():
         feats = [np.zeros((0, 2048), np.float32)]
         for i in range(0, len(images), batch_size):
             batch = np.ascontiguousarray(images[i : i + batch_size].transpose(0, 3, 1, 2))
-            feats.append(helper.extract_feats(
-                batch, data_range=(0, 255), resize_hw=helper.resize_hw,
-                resample_mode=helper.resample_mode, quant=True,
-            ).astype(np.float32))
+            feats.append(
+                helper.extract_feats(
+                    batch,
+                    data_range=(0, 255),
+                    resize_hw=helper.resize_hw,
+                    resample_mode=helper.resample_mode,
+                    quant=True,
+                ).astype(np.float32)
+            )
         out[name] = np.concatenate(feats)
     return out
 

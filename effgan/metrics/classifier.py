@@ -54,8 +54,9 @@ def _render_version() -> int:
     return int(getattr(cans, "RENDER_VERSION", 0))
 
 
-def _labelled_pairs(n: int, size: int, seed: int, render_size: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def _labelled_pairs(
+    n: int, size: int, seed: int, render_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Both renders of n scenes as float32 [-1, 1] at `size`, labels 0 = A, 1 = B."""
     from effgan.data.cans import render_pairs
 
@@ -121,10 +122,12 @@ class DomainClassifier:
         if len(images) == 0:
             return np.zeros((0,), np.float32)
         x = prepare(images, self.size)
-        logits = np.concatenate([
-            np.asarray(self.model(x[i : i + batch_size], training=False)).reshape(-1)
-            for i in range(0, len(x), batch_size)
-        ])
+        logits = np.concatenate(
+            [
+                np.asarray(self.model(x[i : i + batch_size], training=False)).reshape(-1)
+                for i in range(0, len(x), batch_size)
+            ]
+        )
         return 1.0 / (1.0 + np.exp(-logits))
 
     def predict_b(self, images: np.ndarray) -> np.ndarray:
@@ -225,8 +228,12 @@ def _get(size: int, cache_dir: str, retrain: bool) -> DomainClassifier:
         model, accuracy, seconds = train_classifier(size)
         import keras
 
-        info = {**setup, "accuracy": accuracy, "train_seconds": round(seconds, 2),
-                "keras_version": keras.__version__}
+        info = {
+            **setup,
+            "accuracy": accuracy,
+            "train_seconds": round(seconds, 2),
+            "keras_version": keras.__version__,
+        }
         if accuracy >= ACCURACY_BAR:
             try:
                 _write_atomic(weights, model.save_weights)
@@ -241,8 +248,9 @@ def _get(size: int, cache_dir: str, retrain: bool) -> DomainClassifier:
     return DomainClassifier(model=model, accuracy=accuracy, info=info, size=size)
 
 
-def get_classifier(size: int = CLASSIFIER_SIZE, cache_dir: str | Path | None = None,
-                   retrain: bool = False) -> DomainClassifier:
+def get_classifier(
+    size: int = CLASSIFIER_SIZE, cache_dir: str | Path | None = None, retrain: bool = False
+) -> DomainClassifier:
     """The cached classifier (trained on first use, ~10-60 s); raises ClassifierError if bad."""
     return _get(size, str(Path(cache_dir) if cache_dir else cache_root()), retrain)
 
@@ -251,8 +259,11 @@ def _share(flags: np.ndarray) -> float:
     return float(np.mean(flags)) if len(flags) else float("nan")
 
 
-def success_rate(translated_to_b: np.ndarray, translated_to_a: np.ndarray,
-                 classifier: DomainClassifier | None = None) -> dict[str, float]:
+def success_rate(
+    translated_to_b: np.ndarray,
+    translated_to_a: np.ndarray,
+    classifier: DomainClassifier | None = None,
+) -> dict[str, float]:
     """Share of A->B outputs classified as B (success_ab), of B->A as A (success_ba), mean.
 
     Also returns the classifier's held-out accuracy (classifier_accuracy), so a report shows

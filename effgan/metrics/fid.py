@@ -102,9 +102,13 @@ def frechet_distance(features1: np.ndarray, features2: np.ndarray) -> float:
     return max(fid, 0.0)
 
 
-def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray,
-                              num_subsets: int = KID_SUBSETS,
-                              max_subset_size: int = KID_MAX_SUBSET, seed: int = 0) -> float:
+def kernel_inception_distance(
+    features1: np.ndarray,
+    features2: np.ndarray,
+    num_subsets: int = KID_SUBSETS,
+    max_subset_size: int = KID_MAX_SUBSET,
+    seed: int = 0,
+) -> float:
     """Unbiased polynomial-kernel MMD^2 (clean-fid's estimator); NaN below 2 images per set."""
     f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
     dim = f1.shape[1]
@@ -141,8 +145,9 @@ class FidWorkerError(RuntimeError):
     """The feature-extraction child failed for a reason other than a missing extra."""
 
 
-def extract_features(arrays: dict[str, np.ndarray], inception_weights: str | Path | None = None,
-                     timeout: float = 600) -> dict[str, np.ndarray] | None:
+def extract_features(
+    arrays: dict[str, np.ndarray], inception_weights: str | Path | None = None, timeout: float = 600
+) -> dict[str, np.ndarray] | None:
     """Inception features (N, 2048) per named uint8 image array, computed in a child process.
 
     None when the extra is missing (the child exits with EXIT_MISSING).
@@ -165,8 +170,13 @@ def extract_features(arrays: dict[str, np.ndarray], inception_weights: str | Pat
         inputs, outputs = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(inputs, **{name: images[name] for name in by_content.values()})
         try:
-            proc = subprocess.run(_worker_command(inputs, outputs, weights), env=env,
-                                  capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(
+                _worker_command(inputs, outputs, weights),
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired as err:
             raise FidWorkerError(f"FID feature extraction took over {timeout:g} s") from err
         if proc.returncode == EXIT_MISSING:
@@ -234,10 +244,15 @@ def _write_cached(path: Path, features: np.ndarray) -> None:
 # ----------------------------------------------------------------------------- public entry
 
 
-def compute_fid_kid(translated_ab: np.ndarray, real_b: np.ndarray, translated_ba: np.ndarray,
-                    real_a: np.ndarray, cache_key: str | None = None,
-                    inception_weights: str | Path | None = None,
-                    timeout: float = 600) -> dict[str, float | str]:
+def compute_fid_kid(
+    translated_ab: np.ndarray,
+    real_b: np.ndarray,
+    translated_ba: np.ndarray,
+    real_a: np.ndarray,
+    cache_key: str | None = None,
+    inception_weights: str | Path | None = None,
+    timeout: float = 600,
+) -> dict[str, float | str]:
     """FID and KID of A->B outputs vs real B and of B->A outputs vs real A (uint8 batches).
 
     `cache_key` (e.g. "cans_test") turns on caching of the real images' features;
