@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,21 +35,27 @@ from studies.spec import SpecError, StudySpec, run_spec
 from studies.storage import (
     StorageError,
     describe_error,
+    fail_stale_trials,
     is_storage_error,
     normalize_url,
     open_storage,
+    quiet_experimental,
     redact,
+    storage_cause,
 )
-from studies.tracking import RUN_ID_ATTR, TrialRunCallback, TrialRuns
+from studies.storage import (
+    kind as storage_kind,
+)
+from studies.tracking import RUN_ID_ATTR, TrialRunCallback, TrialRuns, system_attrs
 
 log = optuna.logging.get_logger("studies")
 STORAGE_ENV = "EFFGAN_STUDY_STORAGE"  # children get the URL here, not in argv (ps shows argv)
+EXECUTE_ENV = "EFFGAN_STUDY_EXECUTE"  # tests only: module:function replacing the trainer
 MAX_CONSECUTIVE_FAILURES = 3
 EXIT_STORAGE = 3
 EXIT_FAILURES = 4
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 Execute = Callable[..., Any]
 
 
@@ -72,7 +77,8 @@ def make_sampler(spec: StudySpec, worker: int = 0) -> optuna.samplers.BaseSample
         "random": optuna.samplers.RandomSampler,
     }[spec.sampler]
     try:
-        return cls(seed=seed, **opts)
+        with quiet_experimental():  # TPE's multivariate/group are "experimental" since 2.2
+            return cls(seed=seed, **opts)
     except TypeError as e:
         raise SpecError(f"[sampler] {spec.sampler}: {e}") from None
 
@@ -124,7 +130,8 @@ def create_study(
         raise
     except Exception as e:
         if is_storage_error(e):
-            raise StorageError(describe_error(e, str(getattr(storage, "url", "")))) from e
+            url = str(getattr(storage, "url", ""))
+            raise StorageError(describe_error(storage_cause(e) or e, url)) from e
         raise
     return study
 
@@ -143,15 +150,22 @@ class Budget:
         return max(0, n_trials - self.consumed)
 
 
-def budget(study: optuna.Study) -> Budget:
+def budget(study: optuna.Study, before: int | None = None) -> Budget:
+    """Count the budget; with `before`, only trials numbered below it (see `Objective`)."""
     trials = study.get_trials(deepcopy=False)
+    if before is not None:
+        trials = [t for t in trials if t.number < before]
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     counted = [
         t
         for t in trials
         if not (
             t.state == TrialState.FAIL
-            and (t.number in retried or t.user_attrs.get("effgan.interrupted"))
+            and (
+                t.number in retried
+                or t.user_attrs.get("effgan.interrupted")
+                or t.user_attrs.get("effgan.surplus")
+            )
         )
     ]
     return Budget(
@@ -235,13 +249,31 @@ def default_run_root() -> Path:
 
 
 def default_execute() -> Execute:
+    """bench.worker.execute; `$EFFGAN_STUDY_EXECUTE=module:function` swaps in another (tests
+    use a stand-in trainer to exercise many worker processes within a CPU budget)."""
+    target = os.environ.get(EXECUTE_ENV)
+    if target:
+        import importlib
+
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
     from bench.worker import execute
 
     return execute
 
 
+class SurplusTrial(RuntimeError):
+    """Another worker took the last slot of the budget between our check and our ask."""
+
+
 class Objective:
-    """One trial = one harness run, logged to the study's MLflow experiment."""
+    """One trial = one harness run, logged to the study's MLflow experiment.
+
+    Workers check the budget before asking for a trial, but two can pass that check at once.
+    Trial numbers are unique, so the trial re-checks itself first: if N trials numbered
+    below it already use the budget, it is a surplus and ends at once (FAIL, tagged
+    `effgan.surplus`, not counted), so the study never trains more than N designs.
+    """
 
     def __init__(
         self,
@@ -250,14 +282,19 @@ class Objective:
         runs: TrialRuns,
         execute: Execute,
         run_root: Path | None = None,
+        n_trials: int | None = None,
     ):
         self.spec, self.tracking_uri, self.runs, self.execute = spec, tracking_uri, runs, execute
+        self.n_trials = n_trials or spec.n_trials
         self.run_root = Path(run_root) if run_root else default_run_root()
 
     def __call__(self, trial: optuna.trial.Trial) -> float | tuple[float, ...]:
         try:
             return self._run(trial)
         except optuna.TrialPruned:
+            raise
+        except SurplusTrial:
+            trial.set_user_attr("effgan.surplus", True)
             raise
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):
@@ -270,8 +307,13 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.trial.Trial) -> float | tuple[float, ...]:
-        values = suggest(self.spec, trial)
+        is_retry = "failed_trial" in system_attrs(trial)
+        if not is_retry and budget(trial.study, before=trial.number).consumed >= self.n_trials:
+            raise SurplusTrial(f"the budget of {self.n_trials} trials was already used")
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        if is_retry:  # the retry copied the dead trial's user attrs; its run is not ours
+            trial.set_user_attr(RUN_ID_ATTR, None)
+        values = suggest(self.spec, trial)
         label = f"{self.spec.name}/trial-{trial.number:04d}"
         try:
             run = run_spec(self.spec, values, label)
@@ -333,23 +375,30 @@ def work(
     runs = TrialRuns(tracking_uri, spec.name, spec.experiment, spec.metrics)
     storage = open_storage(storage_url, spec.storage, on_stale=runs.mark_stale)
     study = create_study(spec, storage, worker)
-    objective = Objective(spec, tracking_uri, runs, execute or default_execute(), run_root)
+    objective = Objective(
+        spec, tracking_uri, runs, execute or default_execute(), run_root, n_trials
+    )
     last = _LastTrial()
     callbacks = [TrialRunCallback(runs), last]
     poll_s = poll_s or max(1.0, spec.storage.heartbeat_interval / 2)
+    heartbeat = storage_kind(normalize_url(storage_url)) != "journal"
     failures = 0
     who = f"worker {worker} (pid {os.getpid()})"
     try:
         while True:
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: fail + requeue
+            fail_stale_trials(study)  # a dead worker's trial: fail + requeue
             b = budget(study)
             if b.waiting == 0 and b.left(n_trials) == 0:
-                if b.running == 0:
-                    break
+                if b.running == 0 or not heartbeat:
+                    break  # without heartbeats a dead worker's trial can never be retried
                 time.sleep(poll_s)  # others still train; be here to retry if their worker dies
                 continue
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
-            failed = last.trial is not None and last.trial.state == TrialState.FAIL
+            failed = (
+                last.trial is not None
+                and last.trial.state == TrialState.FAIL
+                and not last.trial.user_attrs.get("effgan.surplus")
+            )
             failures = failures + 1 if failed else 0
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 reason = last.trial.user_attrs.get("fail_reason")
@@ -366,7 +415,8 @@ def work(
         if not is_storage_error(e):
             raise
         print(
-            f"{who}: {describe_error(e, normalize_url(storage_url))} Finished trials are kept; "
+            f"{who}: {describe_error(storage_cause(e) or e, normalize_url(storage_url))} "
+            "Finished trials are kept; "
             "rerun the same command to resume (a trial cut off here is failed after the "
             f"heartbeat grace period, {spec.storage.grace_period} s, and retried).",
             file=sys.stderr,
@@ -388,10 +438,11 @@ def prepare(spec: StudySpec, storage_url: str, tracking_uri: str) -> optuna.Stud
     ensure_store(tracking_uri)
     ensure_experiment(tracking_uri, spec.experiment)
     try:
-        optuna.storages.fail_stale_trials(study)  # left over from a killed earlier run
+        fail_stale_trials(study)  # left over from a killed earlier run
     except Exception as e:
         if is_storage_error(e):
-            raise StorageError(describe_error(e, normalize_url(storage_url))) from e
+            cause = storage_cause(e) or e
+            raise StorageError(describe_error(cause, normalize_url(storage_url))) from e
         raise
     return study
 
@@ -427,7 +478,9 @@ def run_study(
 
 
 def _run_children(spec, url, tracking_uri, n, workers, study, log_dir, gpus, run_root) -> int:
-    log_dir = Path(log_dir or Path(spec.path).parent if spec.path else Path.cwd())
+    if log_dir is None:
+        log_dir = Path(spec.path).parent if spec.path else Path.cwd()
+    log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[tuple[int, subprocess.Popen, Path]] = []
     for i in range(workers):
@@ -531,6 +584,6 @@ def _summarise(study: optuna.Study, n: int, code: int) -> int:
         f"({b.complete} complete), {b.running} running, {b.waiting} queued"
     )
     if b.finished >= n and b.running == 0 and b.waiting == 0:
-        return 0 if code in (0, 1) else code  # a killed worker whose trial was retried is fine
+        return 0  # complete, even if a worker died on the way (its trial was retried)
     print("the study is not complete: rerun the same command to resume it", file=sys.stderr)
     return code or 1

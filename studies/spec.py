@@ -220,9 +220,16 @@ def _parse_checked(
     if unknown:
         raise SpecError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known_sections)}")
     study = _table(raw, "study")
+    extra = set(study) - {"name", "description", "n_trials"}
+    if extra:
+        raise SpecError(f"[study] has unknown key(s) {sorted(extra)}; it takes name, "
+                        "description, n_trials")  # fmt: skip
     name = study.get("name") or (path.stem if path else None)
-    if not name or not isinstance(name, str) or "/" in name:
-        raise SpecError("[study] name must be a non-empty string without '/'")
+    if not isinstance(name, str) or not bench_spec.NAME_RE.match(name) or ".." in name:
+        raise SpecError(
+            f"[study] name must be letters, digits, '_', '-' or '.' (got {name!r}); it names "
+            "the study, its MLflow experiment and its files"
+        )
     n_trials = study.get("n_trials", 20)
     if not isinstance(n_trials, int) or n_trials < 1:
         raise SpecError(f"[study] n_trials must be a positive integer (got {n_trials!r})")
@@ -261,6 +268,9 @@ def _parse_checked(
     except TypeError:
         fields = [f.name for f in dataclasses.fields(StorageSettings)]
         raise SpecError(f"[storage] takes only {fields}") from None
+    ints = (settings.heartbeat_interval, settings.grace_period, settings.max_retry)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+        raise SpecError("[storage] heartbeat_interval, grace_period and max_retry are integers")
     if settings.heartbeat_interval < 1 or settings.grace_period <= settings.heartbeat_interval:
         raise SpecError(
             "[storage] needs heartbeat_interval >= 1 and grace_period > heartbeat_interval "
@@ -399,7 +409,7 @@ def _parse_range(path: str, option: str, b: dict[str, Any], targets: tuple[str, 
 
 
 def _check_applies(generator: str, params: tuple[Param, ...]) -> None:
-    """Every generator must build with its searched options at their bounds' types."""
+    """One option searched twice for a generator (`upsampling` and `resnet.upsampling`)."""
     names = [p.name for p in params if generator in p.generators]
     if len(set(names)) != len(names):
         raise SpecError(f"generator {generator!r}: an option is searched twice ({names})")
@@ -410,8 +420,12 @@ def _parse_objectives(value: Any, metrics: tuple[str, ...]) -> tuple[Objective, 
         raise SpecError(
             'give one or more [[objectives]] with metric and direction, e.g. metric = "gt_mae_in"'
         )
+    if not isinstance(value, list):
+        raise SpecError("objectives must be [[objectives]] tables")
     out = []
     for o in value:
+        if not isinstance(o, dict):
+            raise SpecError("each [[objectives]] entry is a table with metric and direction")
         metric, direction = o.get("metric"), o.get("direction", "minimize")
         if metric not in metrics:
             raise SpecError(f"unknown metric {metric!r}; known: {', '.join(metrics)}")

@@ -10,9 +10,11 @@ queues it again. The numbers behind this are in studies/README.md.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,20 @@ from studies.spec import STUDIES_DIR, StorageSettings
 DEFAULT_STORAGE = f"sqlite:///{STUDIES_DIR / 'optuna.db'}"
 JOURNAL_PREFIX = "journal:"
 StaleHook = Callable[[optuna.Study, FrozenTrial], None]
+
+
+@contextlib.contextmanager
+def quiet_experimental() -> Iterator[None]:
+    """Heartbeats and retries are "experimental" in Optuna since 2.8; we rely on them knowingly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail (and, via the storage's callback, requeue) trials whose heartbeat stopped."""
+    with quiet_experimental():
+        optuna.storages.fail_stale_trials(study)
 
 
 class StorageError(RuntimeError):
@@ -65,7 +81,8 @@ class StaleTrialHandler:
     """Heartbeat-stale trial: queue a retry (up to `max_retry`), then tell the hook (MLflow)."""
 
     def __init__(self, max_retry: int, hook: StaleHook | None = None):
-        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        with quiet_experimental():
+            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         self._hook = hook
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -109,7 +126,8 @@ def open_storage(
             "heartbeat_stale_trial_callback": StaleTrialHandler(settings.max_retry, on_stale),
         }
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+        with quiet_experimental():
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
     except Exception as e:
         raise StorageError(describe_error(e, url)) from e
 
@@ -143,16 +161,18 @@ def _open_journal(url: str) -> optuna.storages.BaseStorage:
 
 def describe_error(err: BaseException, url: str) -> str:
     """One readable paragraph: which storage, what failed, what to check."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    text = re.sub(r"^\([^)]*\)\s*", "", text)  # drop SQLAlchemy's "(module.Class)" prefix
+    err = getattr(err, "orig", None) or err  # SQLAlchemy wraps the driver's own error
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    text = re.sub(r"^\([^)]*\)\s*", "", text) or type(err).__name__  # "(module.Class) ..."
     where = redact(url)
     k = kind(url)
     if isinstance(err, ImportError | ModuleNotFoundError) or "No module named" in text:
-        hint = "the database driver is missing; pip install 'effgan-bench[postgres]'"
+        hint = "the database driver is missing; pip install 'effgan-bench[postgres]'."
     elif "locked" in text or "busy" in text:
         hint = (
             "another process holds a lock on the database; the study can be resumed with "
-            "the same command once it is released"
+            "the same command once it is released."
         )
     elif k == "postgresql":
         hint = (
@@ -162,12 +182,16 @@ def describe_error(err: BaseException, url: str) -> str:
     elif k == "sqlite":
         hint = "is the folder writable and on a local disk (SQLite needs working file locks)?"
     else:
-        hint = "check the URL"
-    return f"Optuna storage {where} failed: {text}. Hint: {hint}."
+        hint = "check the URL."
+    return f"Optuna storage {where} failed: {text.rstrip('.')}. Hint: {hint}"
 
 
-def is_storage_error(err: BaseException) -> bool:
-    """An error from the storage layer (the database), not from training."""
+def storage_cause(err: BaseException) -> BaseException | None:
+    """The storage-layer error in `err`'s chain, or None if it did not come from the database.
+
+    The chain matters: when a write fails inside Optuna's own bookkeeping (telling a trial's
+    result), Optuna raises an AssertionError whose cause is the database error.
+    """
     import sqlalchemy.exc as sa_exc
 
     storage_errors = (
@@ -177,4 +201,20 @@ def is_storage_error(err: BaseException) -> bool:
         sqlite3.Error,
         optuna.exceptions.StorageInternalError,
     )
-    return isinstance(err, storage_errors)
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, storage_errors):
+            # Prefer the driver's own message (e.g. "database is locked") over Optuna's wrapper.
+            inner = current.__cause__ or current.__context__
+            if isinstance(current, optuna.exceptions.StorageInternalError) and inner is not None:
+                return storage_cause(inner) or current
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def is_storage_error(err: BaseException) -> bool:
+    """An error from the storage layer (the database), not from training."""
+    return storage_cause(err) is not None

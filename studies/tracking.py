@@ -68,8 +68,15 @@ class TrialRuns:
         self.study_name = study_name
         self.experiment = experiment
         self.metrics = list(metrics)
-        self.client = MlflowClient(tracking_uri)
+        self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        """Made on first use: creating a client may already create a SQLite store."""
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
 
     @property
     def experiment_id(self) -> str:
@@ -110,6 +117,8 @@ class TrialRuns:
 
     def finish(self, trial: FrozenTrial, reason: str | None = None) -> None:
         """Write the trial's final state and objective values; end the run if still open."""
+        if trial.user_attrs.get("effgan.surplus"):
+            return  # never trained: nothing to show
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id is None:  # it failed before its run was opened: open one so it is seen
             run = self.client.create_run(
