@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             for p in runner.list_runs(args.spec, args.tracking_uri, args.out):
                 r = p.run
-                state = p.status if p.action != "new" or p.status != "new" else "new"
-                print(f"{r.key}  {state:9s} {p.action:7s} seed {r.config.seed}  {r.label}"
+                print(f"{r.key}  {p.status:9s} {p.action:7s} seed {r.config.seed}  {r.label}"
                       f"{'  ' + p.note if p.note else ''}")  # fmt: skip
             return 0
         if args.command == "report":
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 args.json.write_text(json.dumps(figures, indent=2))
             return 0
-    except (SpecError, tracker.StoreError) as err:
+    except (SpecError, tracker.StoreError, runner.BusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -31,13 +31,13 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bench import tracker
-from bench.spec import RunSpec, expand, load_spec, select
+from bench.spec import RunSpec, confined, expand, load_spec, run_key, select
 from bench.worker import DEFAULT_OUT, OOM_HINT, prepare_run_dir, run_dir_for
 
 TERM_GRACE_S = 15.0  # after SIGTERM, how long a child may take to record its end
@@ -146,10 +146,7 @@ def launch(p: Planned, client, experiment_id: str, uri: str, out: Path, gpu: str
     run = p.run
     run_id = p.run_id or tracker.create_run(client, experiment_id, run, uri)
     run_dir = run_dir_for(run, out)
-    if p.run_id is None:
-        prepare_run_dir(run_dir, run_id)  # a folder of an older run of this key is emptied
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "mlflow_run_id").write_text(run_id)
+    prepare_run_dir(run_dir, run_id)  # a folder another MLflow run left is emptied
     outcome = run_dir / "outcome.json"
     outcome.unlink(missing_ok=True)
     job = {
@@ -254,17 +251,18 @@ def run_benchmark(
     out = Path(out).resolve() if out else DEFAULT_OUT
     client = tracker.open_store(uri)
     exp_id = tracker.ensure_experiment(client, tracker.experiment_name(loaded.name), uri)
-    plans = plan(client, exp_id, runs, uri, out, force)
-    todo = [p for p in plans if p.action != "skip"]
-    skipped = [p for p in plans if p.action == "skip"]
-    echo(
-        f"{loaded.name}: {len(runs)} runs: {len(todo)} to train "
-        f"({sum(p.action == 'resume' for p in todo)} resumed), {len(skipped)} skipped; store {uri}"
-    )
-    for p in skipped:
-        if p.note:
-            echo(f"  skip {p.run.label} seed {p.run.config.seed} [{p.run.key}]: {p.note}")
-    results = _pool(todo, client, exp_id, uri, out, parallel, echo) if todo else []
+    with harness_lock(out, loaded.name):
+        plans = plan(client, exp_id, runs, uri, out, force)
+        todo = [p for p in plans if p.action != "skip"]
+        skipped = [p for p in plans if p.action == "skip"]
+        echo(
+            f"{loaded.name}: {len(runs)} runs: {len(todo)} to train "
+            f"({sum(p.action == 'resume' for p in todo)} resumed), {len(skipped)} skipped; store {uri}"
+        )
+        for p in skipped:
+            if p.note:
+                echo(f"  skip {p.run.label} seed {p.run.config.seed} [{p.run.key}]: {p.note}")
+        results = _pool(todo, client, exp_id, uri, out, parallel, echo) if todo else []
     failed = [r for r in results if r.status != "FINISHED"]
     echo(
         f"{loaded.name}: {len(results) - len(failed)} finished, {len(failed)} failed, {len(skipped)} skipped"
@@ -273,6 +271,35 @@ def run_benchmark(
         path = report if isinstance(report, Path) else default_report_path(loaded.name)
         write_report(uri, loaded.name, path, echo)
     return results
+
+
+class BusyError(RuntimeError):
+    """Another harness is running the same spec into the same output folder."""
+
+
+@contextlib.contextmanager
+def harness_lock(out: Path, spec_name: str) -> Iterator[None]:
+    """One harness per spec and output folder: two would train the same runs twice.
+
+    An flock: the kernel releases it when the holder dies, even by SIGKILL.
+    """
+    import fcntl
+
+    path = confined(out, spec_name, ".harness.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise BusyError(
+                f"another `bench run` of spec {spec_name} is running into {out} "
+                f"(pid {f.read().strip() or '?'}); wait for it or use another --out"
+            ) from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
 
 
 def default_report_path(spec_name: str) -> Path:
@@ -381,6 +408,9 @@ def list_runs(
     loaded = load_spec(spec)
     runs = expand(loaded)
     uri = resolve_uri(tracking_uri)
+    db = tracker.sqlite_path(uri)
+    if db is not None and not db.exists():  # listing never creates a store
+        return [Planned(r, "new") for r in runs]
     try:
         client = tracker.open_store(uri)
         exp = client.get_experiment_by_name(tracker.experiment_name(loaded.name))
@@ -409,7 +439,10 @@ def measure_overhead(
     Per-epoch wall time here is callback to callback: the epoch itself plus everything done
     between epochs (epoch JSON, checkpoint, and in the harness: the metric batch, sample
     grids, artifacts). The first epoch of each (trace/compile, restore) is left out; the
-    ratio is of the medians over the rest. A temporary store is used unless one is given.
+    ratio is of the medians over the rest. The two runs are minutes apart, so on a shared
+    machine their ratio carries the load's drift (several %); `in_run_ratio` measures the
+    harness's own work inside each epoch of the harness run instead, which no drift
+    affects. A temporary store is used unless one is given.
     """
     from effgan.train import CycleGAN
 
@@ -423,6 +456,7 @@ def measure_overhead(
     )
     run = replace(
         base,
+        key=run_key(config, base.data),
         config=config,
         eval_epochs=[epochs],
         fid=False,
@@ -465,10 +499,21 @@ def measure_overhead(
         "harness_epoch_time_median_s": statistics.median(r.wall_time for r in harness_epochs[1:]),
         "ratio": harness_med / bare_med,
         "overhead_pct": 100.0 * (harness_med / bare_med - 1.0),
+        # the mean includes the sample grids and the final evaluation, which the median skips
+        "ratio_mean": statistics.fmean(harness_intervals[1:])
+        / statistics.fmean(bare_intervals[1:]),
+        "harness_work_median_s": statistics.median(t["harness_s"] for t in timing[1:]),
+        # within the harness run itself: each epoch's wall time over the same minus the
+        # harness's own work in it; immune to the load drifting between the two runs
+        "in_run_ratio": statistics.median(
+            t["interval_s"] / (t["interval_s"] - t["harness_s"]) for t in timing[1:]
+        ),
         "load_avg_1m": os.getloadavg()[0],
     }
     echo(
         f"overhead: per-epoch wall {harness_med:.3f} s through the harness vs {bare_med:.3f} s "
-        f"bare: ratio {figures['ratio']:.4f} ({figures['overhead_pct']:+.2f}%)"
+        f"bare: ratio {figures['ratio']:.4f} ({figures['overhead_pct']:+.2f}%); within the "
+        f"harness run: {figures['in_run_ratio']:.4f} ({figures['harness_work_median_s'] * 1000:.0f} "
+        f"ms of harness work per epoch, median); load average {figures['load_avg_1m']:.1f}"
     )
     return figures

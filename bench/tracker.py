@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -48,10 +49,18 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")).expanduser()
 
 
-def artifact_root(uri: str) -> str | None:
-    """Artifacts beside a SQLite database (`<db dir>/artifacts`); a server picks its own."""
+def artifact_root(uri: str, experiment: str = "") -> str | None:
+    """Artifacts beside a SQLite database (`<db dir>/artifacts/<experiment>`); a server
+    picks its own."""
     db = sqlite_path(uri)
-    return (db.resolve().parent / "artifacts").as_uri() if db else None
+    if db is None:
+        return None
+    parts = [
+        re.sub(r"[^A-Za-z0-9_.-]", "_", p)
+        for p in experiment.split("/")
+        if p not in ("", ".", "..")
+    ]
+    return db.resolve().parent.joinpath("artifacts", *parts).as_uri()
 
 
 @contextlib.contextmanager
@@ -62,7 +71,7 @@ def store_errors(uri: str, doing: str) -> Iterator[None]:
     except StoreError:
         raise
     except Exception as err:  # MlflowException, sqlite3/SQLAlchemy errors, OSError, HTTP ...
-        text = " ".join(str(err).split())[:600]
+        text = " ".join(str(err).split("[SQL:")[0].split())[:600]  # not the whole statement
         raise StoreError(
             f"MLflow store {uri} failed while {doing}: {type(err).__name__}: {text}"
         ) from err
@@ -105,7 +114,14 @@ def open_store(uri: str, timeout_s: float = 5.0):
     try:
         with store_errors(uri, "opening it"):
             client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)
+            try:
+                client.search_experiments(max_results=1)
+            except Exception as err:
+                if db is None or "out-of-date database schema" not in str(err):
+                    raise
+                upgrade_sqlite(db, uri)
+                client = MlflowClient(tracking_uri=uri)
+                client.search_experiments(max_results=1)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -115,12 +131,31 @@ def open_store(uri: str, timeout_s: float = 5.0):
     return client
 
 
+def upgrade_sqlite(db: Path, uri: str) -> None:
+    """Migrate a SQLite store made by an older MLflow, keeping a copy of it beside it.
+
+    Only local SQLite files: a shared server's database is its operator's to migrate.
+    """
+    import shutil
+
+    from mlflow.store.db.utils import _upgrade_db, create_sqlalchemy_engine_with_retry
+
+    backup = db.with_name(f"{db.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.copy2(db, backup)
+    print(f"upgrading the MLflow schema of {db} (a copy of the old one: {backup})")
+    engine = create_sqlalchemy_engine_with_retry(uri)
+    try:
+        _upgrade_db(engine)
+    finally:
+        engine.dispose()
+
+
 def ensure_experiment(client, name: str, uri: str) -> str:
     """The id of experiment `name`, created (artifacts beside a SQLite db) or restored."""
     with store_errors(uri, f"creating experiment {name}"):
         exp = client.get_experiment_by_name(name)
         if exp is None:
-            return client.create_experiment(name, artifact_location=artifact_root(uri))
+            return client.create_experiment(name, artifact_location=artifact_root(uri, name))
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
+import math
 import os
 import shutil
 import signal
@@ -56,6 +58,7 @@ OOM_HINT = (
 )
 FAULT_ENV = "EFFGAN_FAULT_INJECT"
 N_SAMPLES = 4  # test images per direction in the sample grids
+_IN_CHILD = False  # set by main(): process-wide tweaks only where the process is ours
 
 
 @dataclass
@@ -148,7 +151,7 @@ def epoch_metrics(result, flops_step: int, live: bool = True) -> dict[str, float
     return metrics
 
 
-def flat_params(run: RunSpec, run_id: str) -> dict[str, str]:
+def flat_params(run: RunSpec) -> dict[str, str]:
     """The resolved config as flat MLflow params."""
     cfg = run.config
     weights = cfg.generator_options.get("weights")
@@ -190,7 +193,7 @@ class _Run:
         self.flops_step = 0
         self.fixed: list = []
         self.final_quality: dict[str, float | str] | None = None
-        self.marks: list[tuple[int, float]] = []  # (epoch, perf_counter after its callback)
+        self.marks: list[tuple[int, float, float]] = []  # (epoch, time after callback, its cost)
         self.t_fit: float | None = None
 
     # ---- the attempt -------------------------------------------------------------------
@@ -207,16 +210,20 @@ class _Run:
                 "effgan.run_dir": str(self.run_dir),
             }
         )
-        self.phase = "config"
+        from bench.environment import collect
         from effgan.device import configure_gpus, device_kind
         from effgan.train import CycleGAN, latest_checkpoint, read_epoch_results
 
         configure_gpus()
+        if "env.device_kind" not in logger.params:  # once per run, whatever the attempts
+            logger.log_params({**flat_params(run), **collect()})
+        logger.set_tags({"effgan.device_kind": device_kind()})
+        self.phase = "config"
         self.gan = gan = CycleGAN(cfg)
         self.phase = "data"
         self.data = run.data.load(cfg.image_size)
         self.phase = "train"
-        self._log_static(device_kind())
+        self._log_static()
         ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         done = int(ckpt.name.split("-")[1]) if ckpt else 0
         if done:
@@ -225,27 +232,28 @@ class _Run:
             if result.epoch <= done and result.epoch not in logger.logged_epochs:
                 logger.log_metrics(epoch_metrics(result, self.flops_step, live=False), result.epoch)
                 logger.logged_epochs.add(result.epoch)
+        if done in sample_epochs(cfg.epochs) and not self._sample_path(done).exists():
+            gan.restore(self.run_dir / "checkpoints")  # the model as that epoch left it
+            self._sample(done)
         if "oom" in self.faults:
             import tensorflow as tf
 
             raise tf.errors.ResourceExhaustedError(
                 None, None, f"OOM when allocating tensor (injected by {FAULT_ENV})"
             )
+        if _IN_CHILD:  # the import-time heap (TF, MLflow) never dies: keep the GC off it
+            gc.freeze()
         self.t_fit = time.perf_counter()
         gan.fit(self.data, self.run_dir, resume=True, callbacks=[self._on_epoch])
         if self.final_quality is None:  # every epoch was done before: only the end is left
             self.final_quality = self._quality(cfg.epochs, fid=run.fid)
         return self._finish()
 
-    def _log_static(self, device_kind: str) -> None:
-        """Params, environment and model sizes: once per run, whatever the attempts."""
-        from bench.environment import collect
+    def _log_static(self) -> None:
+        """Model sizes and FLOPs at step 0, once per run."""
         from effgan.flops import count_flops
 
         logger, gan = self.logger, self.gan
-        if "env.device_kind" not in logger.params:
-            logger.log_params({**flat_params(self.run, self.run_id), **collect()})
-        logger.set_tags({"effgan.device_kind": device_kind})
         gen_flops, disc_flops = count_flops(gan.gen_ab), count_flops(gan.disc_a)
         self.flops_step = train_step_flops(gen_flops, disc_flops)
         if "flops_train_step" not in logger.metrics:
@@ -266,6 +274,7 @@ class _Run:
         """After each epoch's JSON and checkpoint: log it (once), evaluate, sample, report."""
         if "sleep" in self.faults:
             time.sleep(float(self.faults["sleep"] or 1))
+        t0 = time.perf_counter()
         run, logger, epoch = self.run, self.logger, result.epoch
         if epoch not in logger.logged_epochs:
             logger.log_metrics(epoch_metrics(result, self.flops_step), epoch)
@@ -277,7 +286,7 @@ class _Run:
             quality = self._quality(epoch, fid=False)
         if epoch in sample_epochs(run.config.epochs):
             self._sample(epoch)
-        self.marks.append((epoch, time.perf_counter()))
+        self.marks.append((epoch, time.perf_counter(), time.perf_counter() - t0))
         if self.user_callback is not None:
             try:
                 self.user_callback(result, {k: v for k, v in quality.items() if _is_number(v)})
@@ -303,6 +312,9 @@ class _Run:
             self.logger.set_tags(notes)
         return quality
 
+    def _sample_path(self, epoch: int) -> Path:
+        return self.run_dir / "artifacts" / "samples" / f"epoch-{epoch:04d}.png"
+
     def _sample(self, epoch: int) -> None:
         from effgan.data.pipeline import test_images
         from effgan.samples import sample_grid
@@ -314,7 +326,7 @@ class _Run:
                 test_images(x[:n], size) if x is not None else None
                 for x in (d.test_a, d.test_b, d.test_a_twin, d.test_b_twin)
             ]
-        path = self.run_dir / "artifacts" / "samples" / f"epoch-{epoch:04d}.png"
+        path = self._sample_path(epoch)
         path.parent.mkdir(parents=True, exist_ok=True)
         sample_grid(self.gan, *self.fixed).save(path)
         self.logger.log_artifact(path, "samples")
@@ -365,9 +377,13 @@ class _Run:
         if self.gan is not None:
             for name, model in (("gen", self.gan.gen_ab), ("disc", self.gan.disc_a)):
                 (art / "summaries" / f"{name}.txt").write_text(model_summary_text(model))
-        intervals = [
-            {"epoch": e, "interval_s": t - (self.marks[i - 1][1] if i else self.t_fit or t)}
-            for i, (e, t) in enumerate(self.marks)
+        intervals = [  # callback to callback; `harness_s`: this module's work in between
+            {
+                "epoch": e,
+                "interval_s": t - (self.marks[i - 1][1] if i else self.t_fit or t),
+                "harness_s": h,
+            }
+            for i, (e, t, h) in enumerate(self.marks)
         ]
         (self.run_dir / "timing.json").write_text(json.dumps(intervals, indent=2))
 
@@ -404,6 +420,7 @@ def plot_losses(results: list, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from effgan.train import LOSS_NAMES
 
@@ -416,6 +433,8 @@ def plot_losses(results: list, path: Path) -> None:
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(LOSS_NAMES) :]:
         ax.axis("off")
     fig.tight_layout()
@@ -430,7 +449,7 @@ def model_summary_text(model) -> str:
 
 
 def _count(weights) -> int:
-    return int(sum(int(w.numpy().size) if hasattr(w, "numpy") else 0 for w in weights))
+    return int(sum(math.prod(w.shape) for w in weights))
 
 
 def _is_number(value: Any) -> bool:
@@ -536,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         "job", type=Path, help="JSON: run, tracking_uri, experiment, run_id, run_dir"
     )
     args = parser.parse_args(argv)
+    global _IN_CHILD
+    _IN_CHILD = True
     job = json.loads(args.job.read_text())
     if job.get("parent_pid"):
         _watch_parent(int(job["parent_pid"]))
