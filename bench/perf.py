@@ -54,7 +54,7 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
     return timing
 
 
-def peak_matmul_flops(dtype: str = "float32", n: int = 2048, repeats: int = 10) -> dict[str, float]:
+def peak_matmul_flops(dtype: str = "float32", n: int = 4096, repeats: int = 5) -> dict[str, float]:
     """The machine's practical peak: FLOP/s of a large square matmul in TensorFlow."""
     import tensorflow as tf
 
@@ -143,6 +143,7 @@ def measure_all(
     sizes: tuple[int, ...] = (64, 128, 256),
     generators: tuple[str, ...] = ("mobile_resnet", "effgan_b0", "efficientnet_split_v1"),
     repeats: int = 10,
+    overhead: bool = True,
 ) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
     """Every measurement of issue 7 as (kind, params, metrics), ratios taken within this run."""
     out: list[tuple[str, dict[str, Any], dict[str, float]]] = []
@@ -187,6 +188,12 @@ def measure_all(
     pipe["fastest_step_images_per_s"] = step64[fastest]
     pipe["ratio_to_fastest_step"] = pipe["pipeline_images_per_s"] / step64[fastest]
     out.append(("pipeline", {"image_size": 64, "fastest_generator": fastest}, pipe))
+    if overhead:
+        from bench.runner import measure_overhead
+
+        figures = measure_overhead("quick", "resnet", epochs=6, steps_per_epoch=20)
+        figures["harness_overhead_ratio"] = figures["ratio"]
+        out.append(("harness_overhead", {"generator": "resnet", "image_size": 64}, figures))
     return out
 
 
@@ -234,9 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         "--generators", nargs="*", default=["mobile_resnet", "effgan_b0", "efficientnet_split_v1"]
     )
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--no-overhead", action="store_true", help="skip the harness-overhead run")
     args = p.parse_args(argv)
     uri = args.tracking_uri or default_tracking_uri()
-    measurements = measure_all(tuple(args.sizes), tuple(args.generators), args.repeats)
+    measurements = measure_all(
+        tuple(args.sizes), tuple(args.generators), args.repeats, not args.no_overhead
+    )
     for kind, params, metrics in measurements:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("repeats"))
         print(f"{kind} {params}: {shown}")

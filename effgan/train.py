@@ -8,6 +8,7 @@ the first step of a process (tracing and compiling) is reported separately as
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -177,6 +178,9 @@ class CycleGAN:
             **self.networks,
             **{f"opt_{k}": v for k, v in self.optimizers.items()},
         )
+        # Two backward passes (generators, critics) instead of four: identical gradients,
+        # ~10% fewer FLOPs and a smaller graph. fp16 keeps four (a loss scale per optimizer).
+        self.shared_backward = config.precision != "mixed_float16"
         self._step_fn = tf.function(
             self._train_step, reduce_retracing=True, jit_compile=config.jit_compile
         )
@@ -223,17 +227,30 @@ class CycleGAN:
             gen_ba_total = adv_ba + cycle_total + identity_a
             disc_a = discriminator_loss(disc_real_a, disc_fake_a, cfg.loss)
             disc_b = discriminator_loss(disc_real_b, disc_fake_b, cfg.loss)
-            objectives = {
-                "gen_ab": gen_ab_total,
-                "gen_ba": gen_ba_total,
-                "disc_a": disc_a,
-                "disc_b": disc_b,
-            }
-            if cfg.precision == "mixed_float16":
-                objectives = {k: self.optimizers[k].scale_loss(v) for k, v in objectives.items()}
-        for name, net in self.networks.items():
-            grads = tape.gradient(objectives[name], net.trainable_variables)
-            self.optimizers[name].apply_gradients(zip(grads, net.trainable_variables, strict=True))
+            if self.shared_backward:
+                # One backward pass per side. Each generator's gradient of this sum equals
+                # its own total's: the extra terms (the other direction's adversarial and
+                # identity losses) do not depend on its weights. Same for the two critics.
+                objectives = {
+                    ("gen_ab", "gen_ba"): adv_ab + adv_ba + cycle_total + identity_a + identity_b,
+                    ("disc_a", "disc_b"): disc_a + disc_b,
+                }
+            else:  # the thesis's four gradient calls; each fp16 optimizer scales its own loss
+                objectives = {
+                    ("gen_ab",): gen_ab_total,
+                    ("gen_ba",): gen_ba_total,
+                    ("disc_a",): disc_a,
+                    ("disc_b",): disc_b,
+                }
+                if cfg.precision == "mixed_float16":
+                    objectives = {
+                        k: self.optimizers[k[0]].scale_loss(v) for k, v in objectives.items()
+                    }
+        for names, objective in objectives.items():
+            variables = [self.networks[n].trainable_variables for n in names]
+            grads = tape.gradient(objective, variables)
+            for name, g, v in zip(names, grads, variables, strict=True):
+                self.optimizers[name].apply_gradients(zip(g, v, strict=True))
         del tape
         values = (
             cycle_a, cycle_b, cycle_total, gen_ab_total, gen_ba_total, disc_a, disc_b,
@@ -264,8 +281,9 @@ class CycleGAN:
         directory = Path(directory)
         epoch = int(self.epoch.numpy())
         final = directory / f"epoch-{epoch:04d}"
+        for stale in directory.glob(".tmp-epoch-*"):  # left by a save that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = directory / f".tmp-epoch-{epoch:04d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self._checkpoint.write(str(tmp / "ckpt"))
         (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
@@ -336,8 +354,12 @@ class CycleGAN:
                 bad = int(np.argmax(~np.isfinite(values)))
                 raise DivergenceError(epoch, step, LOSS_NAMES[bad], float(values[bad]))
             if not self._compiled:
-                self._compiled, compile_time = True, dt
-                wall0 += dt  # the first step's trace/compile is not part of the epoch time
+                # Tracing made millions of Python objects; collect and freeze them now, or a
+                # full GC pass lands inside a later epoch and inflates its time by seconds.
+                gc.collect()
+                gc.freeze()
+                self._compiled, compile_time = True, time.perf_counter() - t0
+                wall0 += compile_time  # trace/compile is not part of the epoch time
                 cpu0 = time.process_time()
             else:
                 step_times.append(dt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,44 @@ def test_a_diverging_run_stops_naming_epoch_and_loss(tmp_path):
     with pytest.raises(DivergenceError, match=r"at epoch 1, step \d") as err:
         CycleGAN(cfg).fit(tiny_data(), out_dir=tmp_path)
     assert err.value.loss in err.value.args[0]
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoint_loadable(trained, monkeypatch):
+    gan, cfg, out, _, _ = trained
+    ckpts = out / "checkpoints"
+    before = latest_checkpoint(ckpts)
+    real_write = gan._checkpoint.write
+
+    def dies_midway(prefix):
+        real_write(prefix)  # the files are there ...
+        next(iter(Path(prefix).parent.glob("ckpt.data*"))).write_bytes(b"torn")  # ... one torn
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr(gan._checkpoint, "write", dies_midway)
+    gan.epoch.assign(99)
+    with pytest.raises(KeyboardInterrupt):
+        gan.save(ckpts)
+    assert list(ckpts.glob(".tmp-epoch-0099-*")), "the torn save stays in its temporary folder"
+    assert latest_checkpoint(ckpts) == before  # never promoted
+    assert CycleGAN(cfg).restore(ckpts) == int(before.name.split("-")[1])
+    monkeypatch.undo()
+    gan.epoch.assign(int(before.name.split("-")[1]))
+    gan.save(ckpts)  # the next save sweeps the torn one away
+    assert not list(ckpts.glob(".tmp-epoch-*"))
+
+
+def test_shared_backward_gives_the_thesis_four_call_gradients():
+    """Two backward passes (generators, critics) update exactly like the thesis's four."""
+    cfg = TrainConfig(generator_options={"n_blocks": 1}, image_size=32, learning_rate=1e-2)
+    fused, four = CycleGAN(cfg), CycleGAN(cfg)
+    four.shared_backward = False
+    for name, net in fused.networks.items():
+        four.networks[name].set_weights(net.get_weights())
+    rng = np.random.default_rng(1)
+    a, b = (tf.constant(rng.uniform(-1, 1, (1, 32, 32, 3)), tf.float32) for _ in "ab")
+    np.testing.assert_allclose(
+        list(fused.train_step(a, b).values()), list(four.train_step(a, b).values()), rtol=1e-5
+    )
+    for name, net in fused.networks.items():
+        for w1, w2 in zip(net.get_weights(), four.networks[name].get_weights(), strict=True):
+            np.testing.assert_allclose(w1, w2, rtol=1e-4, atol=1e-6)
