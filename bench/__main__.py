@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         type=Path,
         default=None,
-        help="REPORT.md path (default: REPORT.md for quick, reports/<spec>/REPORT.md otherwise)",
+        help="REPORT.md path (default: REPORT.md for quick, report/<spec>/REPORT.md otherwise)",
     )
     run.add_argument("--no-report", action="store_true", help="do not write the report")
     ls = sub.add_parser("list", help="the spec's expanded runs, their keys and status")

@@ -303,11 +303,9 @@ def harness_lock(out: Path, spec_name: str) -> Iterator[None]:
 
 
 def default_report_path(spec_name: str) -> Path:
-    """REPORT.md at the repo root for the quick spec, reports/<spec>/REPORT.md otherwise."""
+    """REPORT.md at the repo root for the quick spec, report/<spec>/REPORT.md otherwise."""
     root = tracker.REPO_ROOT
-    return (
-        root / "REPORT.md" if spec_name == "quick" else root / "reports" / spec_name / "REPORT.md"
-    )
+    return root / "REPORT.md" if spec_name == "quick" else root / "report" / spec_name / "REPORT.md"
 
 
 def write_report(uri: str, spec_name: str, path: Path, echo: Callable[[str], None] = print) -> None:

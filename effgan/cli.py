@@ -26,7 +26,7 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--option takes KEY=VALUE (got {pair!r})")
+            raise ValueError(f"--option takes KEY=VALUE (got {pair!r})")
         out[key] = _parse_value(value)
     return out
 
@@ -204,12 +204,13 @@ def cmd_translate(args: argparse.Namespace) -> int:
         else latest_checkpoint(ckpt / "checkpoints") or latest_checkpoint(ckpt)
     )
     if path is None:
-        raise SystemExit(
-            f"no checkpoint found in {ckpt} (expected a training --out folder or a checkpoints/epoch-NNNN folder)"
+        raise FileNotFoundError(
+            f"no checkpoint found in {ckpt} (expected a training --out folder or a "
+            "checkpoints/epoch-NNNN folder)"
         )
     config = TrainConfig(**json.loads((path / "config.json").read_text()))
     gan = CycleGAN(config)
-    gan._checkpoint.read(str(path / "ckpt")).expect_partial()
+    gan.load(path)
     src = Path(args.input)
     files = (
         sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -217,7 +218,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         else [src]
     )
     if not files:
-        raise SystemExit(f"no images in {src}")
+        raise FileNotFoundError(f"no images in {src}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for f in files:

@@ -297,9 +297,11 @@ class CycleGAN:
     def restore(self, directory: Path | str) -> int:
         """Load the newest complete checkpoint under `directory`; the epoch it ended (0 if none)."""
         path = latest_checkpoint(directory)
-        if path is None:
-            return 0
-        self._checkpoint.read(str(path / "ckpt")).assert_existing_objects_matched()
+        return 0 if path is None else self.load(path)
+
+    def load(self, checkpoint: Path | str) -> int:
+        """Load one checkpoint folder (`.../epoch-NNNN`); the epoch it ended."""
+        self._checkpoint.read(str(Path(checkpoint) / "ckpt")).assert_existing_objects_matched()
         return int(self.epoch.numpy())
 
     # ---- the loop ----------------------------------------------------------------------
