@@ -957,10 +957,14 @@ def _perf_targets(runs: list[RunRecord]) -> list[str]:
         ),
         "",
         "FLOPs follow `effgan/flops.py` (transpose convolutions counted at output resolution, "
-        "which overstates them); a training step is counted as 3 x its forward passes, while "
-        "TensorFlow's four separate gradient calls do about 20 generator + 14 discriminator "
-        "forward-equivalents instead of 18 + 12, so utilisation is not flattered by the "
-        "step convention.",
+        "which overstates them by about 7% of the ResNet's total); a training step is counted as "
+        "3 x its forward passes (18 generator + 12 discriminator forward-equivalents), while the "
+        "step (one gradient call for both generators, one for both critics) does about 18 + 14, "
+        "so the convention does not flatter utilisation. What holds utilisation below the matmul "
+        "peak, by probe: the memory-bound work between the convolutions (instance norm about "
+        "20% and reflection padding about 13% of a 3x3 residual conv's forward+backward time at "
+        "32x32x128), the narrow 3-channel layers at the ends, and batch 1, which leaves small "
+        "GEMMs at 64 px; utilisation rises with size (see the 64/128/256 px rows).",
         "",
     ]
 
