@@ -25,7 +25,6 @@ import argparse
 import csv
 import gc
 import json
-import math
 import os
 import shutil
 import signal
@@ -116,20 +115,6 @@ def faults(run: RunSpec) -> dict[str, str]:
         kind, _, value = what.partition("=")
         out[kind] = value
     return out
-
-
-def train_step_flops(gen_flops: int, disc_flops: int) -> int:
-    """FLOPs of one training step per image: 3 x (6 generator + 4 discriminator forwards).
-
-    Forward plus about 2x for the backward pass; the 6 generator passes are 2 translations,
-    2 cycles and 2 identities, the 4 discriminator passes judge real and fake in both domains.
-    """
-    try:
-        from effgan.train import train_step_flops as effgan_flops
-
-        return int(effgan_flops(gen_flops, disc_flops, 1))
-    except ImportError:
-        return 3 * (6 * gen_flops + 4 * disc_flops)
 
 
 def epoch_metrics(result, flops_step: int, live: bool = True) -> dict[str, float]:
@@ -251,20 +236,21 @@ class _Run:
 
     def _log_static(self) -> None:
         """Model sizes and FLOPs at step 0, once per run."""
-        from effgan.flops import count_flops
+        from effgan.flops import model_summary
+        from effgan.train import train_step_flops
 
         logger, gan = self.logger, self.gan
-        gen_flops, disc_flops = count_flops(gan.gen_ab), count_flops(gan.disc_a)
-        self.flops_step = train_step_flops(gen_flops, disc_flops)
+        gen, disc = model_summary(gan.gen_ab), model_summary(gan.disc_a)
+        self.flops_step = train_step_flops(gen["flops"], disc["flops"])
         if "flops_train_step" not in logger.metrics:
             logger.log_metrics(
                 {
-                    "params_trainable_gen": _count(gan.gen_ab.trainable_weights),
-                    "params_total_gen": _count(gan.gen_ab.weights),
-                    "params_trainable_disc": _count(gan.disc_a.trainable_weights),
-                    "params_total_disc": _count(gan.disc_a.weights),
-                    "flops_gen_forward": gen_flops,
-                    "flops_disc_forward": disc_flops,
+                    "params_trainable_gen": gen["trainable_params"],
+                    "params_total_gen": gen["total_params"],
+                    "params_trainable_disc": disc["trainable_params"],
+                    "params_total_disc": disc["total_params"],
+                    "flops_gen_forward": gen["flops"],
+                    "flops_disc_forward": disc["flops"],
                     "flops_train_step": self.flops_step,
                 },
                 step=0,
@@ -446,10 +432,6 @@ def model_summary_text(model) -> str:
     lines: list[str] = []
     model.summary(print_fn=lambda text, line_break=True: lines.append(text))
     return "\n".join(lines) + "\n"
-
-
-def _count(weights) -> int:
-    return int(sum(math.prod(w.shape) for w in weights))
 
 
 def _is_number(value: Any) -> bool:

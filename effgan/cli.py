@@ -34,7 +34,6 @@ def _options(pairs: list[str]) -> dict[str, Any]:
 # ---- variants ------------------------------------------------------------------------
 def cmd_variants(args: argparse.Namespace) -> int:
     from effgan.discriminator import build_discriminator
-    from effgan.flops import count_flops
     from effgan.registry import build_generator, generator_entry, list_generators
 
     rows = []
@@ -50,18 +49,13 @@ def cmd_variants(args: argparse.Namespace) -> int:
             )
             continue
         model = build_generator(name, args.size)
-        rows.append(
-            _variant_row(
-                name, "generator", model, count_flops(model), entry.description, entry.source
-            )
-        )
+        rows.append(_variant_row(name, "generator", model, entry.description, entry.source))
     disc = build_discriminator(args.size)
     rows.append(
         _variant_row(
             "patchgan",
             "discriminator",
             disc,
-            count_flops(disc),
             "PatchGAN discriminator",
             "Isola et al. 2017; thesis ch. 4.1",
         )
@@ -81,14 +75,16 @@ def cmd_variants(args: argparse.Namespace) -> int:
     return 0
 
 
-def _variant_row(name, kind, model, flops, description, source) -> dict[str, Any]:
-    trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
+def _variant_row(name, kind, model, description, source) -> dict[str, Any]:
+    from effgan.flops import model_summary
+
+    summary = model_summary(model)
     return {
         "name": name,
         "kind": kind,
-        "trainable_params": trainable,
-        "total_params": int(model.count_params()),
-        "flops": int(flops),
+        "trainable_params": summary["trainable_params"],
+        "total_params": summary["total_params"],
+        "flops": summary["flops"],
         "description": description,
         "source": source,
     }
